@@ -1,0 +1,153 @@
+/// A relation Postgate can read: table, view, materialized view or partitioned table.
+public struct DiscoveredStream: Sendable {
+    public enum Kind: String, Sendable {
+        case table = "r", partitionedTable = "p", view = "v", materializedView = "m"
+
+        public var label: String {
+            switch self {
+            case .table: return "table"
+            case .partitionedTable: return "partitioned table"
+            case .view: return "view"
+            case .materializedView: return "materialized view"
+            }
+        }
+    }
+
+    public struct Column: Sendable {
+        public var name: String
+        public var type: PostgresType
+        public var notNull: Bool
+        public var kind: JSONKind { JSONKind(type) }
+    }
+
+    public var oid: UInt32
+    public var schema: String
+    public var name: String
+    public var kind: Kind
+    public var columns: [Column]
+    public var primaryKey: [String]
+    /// Row estimate from `pg_class.reltuples` (-1 when never analyzed).
+    public var estimatedRows: Int64
+}
+
+/// Reads the catalog of the selected schemas.
+public enum Discovery {
+    /// Relations of the given schemas that the user may SELECT from, with columns and primary keys.
+    public static func discover(_ conn: PGConnection, schemas: [String]) throws(PostgresError) -> [DiscoveredStream] {
+        let schemaArray = textArrayLiteral(schemas)
+        let rels = try conn.query("""
+            SELECT c.oid::int8 AS oid, n.nspname, c.relname, c.relkind::text AS relkind, c.reltuples::int8 AS reltuples
+            FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = ANY($1::text[]) AND c.relkind IN ('r','p','v','m') AND NOT c.relispartition
+              AND has_table_privilege(c.oid, 'SELECT')
+            ORDER BY n.nspname, c.relname
+            """, [schemaArray])
+        var streams: [DiscoveredStream] = []
+        var index: [UInt32: Int] = [:]
+        for r in 0..<rels.rowCount {
+            guard let oid = rels.int(r, "oid").map({ UInt32($0) }), let kind = DiscoveredStream.Kind(rawValue: rels.string(r, "relkind") ?? "") else { continue }
+            index[oid] = streams.count
+            streams.append(DiscoveredStream(
+                oid: oid, schema: rels.string(r, "nspname") ?? "", name: rels.string(r, "relname") ?? "",
+                kind: kind, columns: [], primaryKey: [], estimatedRows: rels.int(r, "reltuples") ?? -1))
+        }
+        guard !streams.isEmpty else { return [] }
+        let oids = "{" + streams.map { String($0.oid) }.joined(separator: ",") + "}"
+
+        let cols = try conn.query("""
+            SELECT a.attrelid::int8 AS relid, a.attname, a.attnotnull,
+                   format_type(a.atttypid, a.atttypmod) AS declared,
+                   bt.typname, bt.typtype::text AS typtype, bt.typcategory::text AS typcategory,
+                   et.typname AS elem_name, et.typtype::text AS elem_typtype, et.typcategory::text AS elem_category,
+                   format_type(et.oid, NULL) AS elem_declared
+            FROM pg_catalog.pg_attribute a
+            JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+            JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+            LEFT JOIN pg_catalog.pg_type et0 ON bt.typcategory = 'A' AND et0.oid = bt.typelem
+            LEFT JOIN pg_catalog.pg_type et ON et.oid = CASE WHEN et0.typtype = 'd' THEN et0.typbasetype ELSE et0.oid END
+            WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+            ORDER BY a.attrelid, a.attnum
+            """, [oids])
+        for r in 0..<cols.rowCount {
+            guard let relid = cols.int(r, "relid").map({ UInt32($0) }), let i = index[relid] else { continue }
+            var element: PostgresType?
+            if let en = cols.string(r, "elem_name") {
+                element = PostgresType(
+                    name: en, kind: cols.string(r, "elem_typtype")?.first ?? "b",
+                    category: cols.string(r, "elem_category")?.first ?? "U", declared: cols.string(r, "elem_declared") ?? en)
+            }
+            let type = PostgresType(
+                name: cols.string(r, "typname") ?? "", kind: cols.string(r, "typtype")?.first ?? "b",
+                category: cols.string(r, "typcategory")?.first ?? "U", element: element,
+                declared: cols.string(r, "declared") ?? "")
+            streams[i].columns.append(.init(name: cols.string(r, "attname") ?? "", type: type, notNull: cols.bool(r, "attnotnull") ?? false))
+        }
+
+        let pks = try conn.query("""
+            SELECT i.indrelid::int8 AS relid, a.attname
+            FROM pg_catalog.pg_index i
+            CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+            JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+            WHERE i.indisprimary AND i.indrelid = ANY($1::oid[])
+            ORDER BY i.indrelid, k.ord
+            """, [oids])
+        for r in 0..<pks.rowCount {
+            guard let relid = pks.int(r, "relid").map({ UInt32($0) }), let i = index[relid], let name = pks.string(r, "attname") else { continue }
+            streams[i].primaryKey.append(name)
+        }
+        return streams
+    }
+
+    /// A Postgres text-array literal of the given strings, every element quoted.
+    public static func textArrayLiteral(_ items: [String]) -> String {
+        "{" + items.map { s in
+            var q = "\""
+            for c in s {
+                if c == "\"" || c == "\\" { q.append("\\") }
+                q.append(c)
+            }
+            return q + "\""
+        }.joined(separator: ",") + "}"
+    }
+}
+
+extension DiscoveredStream {
+    /// The Airbyte stream object for a catalog, for the given replication method.
+    public func airbyteStream(method: ReplicationMethod) -> JSONValue {
+        var properties = JSONObject()
+        for c in columns { properties[c.name] = c.kind.jsonSchema }
+        let isTableLike = kind == .table || kind == .partitionedTable
+        var syncModes: [JSONValue] = ["full_refresh"]
+        var sourceDefinedCursor = false
+        var defaultCursor: [JSONValue] = []
+        switch method {
+        case .standard:
+            syncModes.append("incremental")
+        case .xmin:
+            if isTableLike {
+                syncModes.append("incremental")
+                sourceDefinedCursor = true
+            }
+        case .cdc:
+            if isTableLike {
+                syncModes.append("incremental")
+                sourceDefinedCursor = true
+                defaultCursor = ["_ab_cdc_lsn"]
+                properties["_ab_cdc_lsn"] = ["type": "number"]
+                properties["_ab_cdc_updated_at"] = ["type": "string", "format": "date-time", "airbyte_type": "timestamp_with_timezone"]
+                properties["_ab_cdc_deleted_at"] = ["type": "string", "format": "date-time", "airbyte_type": "timestamp_with_timezone"]
+            }
+        }
+        var stream = JSONObject([
+            ("name", .string(name)),
+            ("namespace", .string(schema)),
+            ("json_schema", ["type": "object", "properties": .object(properties)]),
+            ("supported_sync_modes", .array(syncModes)),
+            ("source_defined_cursor", .bool(sourceDefinedCursor)),
+        ])
+        if !defaultCursor.isEmpty { stream["default_cursor_field"] = .array(defaultCursor) }
+        stream["source_defined_primary_key"] = .array(primaryKey.map { .array([.string($0)]) })
+        stream["is_resumable"] = .bool(kind == .table || kind == .materializedView || !primaryKey.isEmpty)
+        return .object(stream)
+    }
+}

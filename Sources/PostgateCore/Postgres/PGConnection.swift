@@ -1,0 +1,115 @@
+import CLibPQ
+import Foundation
+import Logging
+
+/// Owns one libpq connection and closes it when released.
+///
+/// Not thread-safe: use a connection from one task at a time.
+public final class PGConnection {
+    private let handle: OpaquePointer
+    private let notices: NoticeSink
+
+    /// Connects with the given libpq keywords. Parameters are passed as keyword/value arrays,
+    /// never as a connection string, so no value needs quoting.
+    public init(parameters: [(String, String)], logger: Logger) throws(PostgresError) {
+        let keys = parameters.map(\.0)
+        let values = parameters.map(\.1)
+        let conn: OpaquePointer? = withCStringArray(keys) { k in
+            withCStringArray(values) { v in PQconnectdbParams(k, v, 0) }
+        }
+        guard let conn else {
+            throw PostgresError(kind: .client, message: "libpq could not allocate a connection (out of memory)")
+        }
+        if PQstatus(conn) != CONNECTION_OK {
+            let message = String(cString: PQerrorMessage(conn)).trimmingSpaces()
+            PQfinish(conn)
+            throw PostgresError(kind: .connection, message: message)
+        }
+        handle = conn
+        notices = NoticeSink(logger: logger)
+        PQsetNoticeProcessor(conn, { arg, message in
+            guard let arg, let message else { return }
+            Unmanaged<NoticeSink>.fromOpaque(arg).takeUnretainedValue().receive(String(cString: message))
+        }, Unmanaged.passUnretained(notices).toOpaque())
+    }
+
+    deinit { PQfinish(handle) }
+
+    /// Runs one statement with text parameters (`$1`, `$2`, ...) and returns its result.
+    @discardableResult
+    public func query(_ sql: String, _ params: [String?] = []) throws(PostgresError) -> PGResult {
+        let raw: OpaquePointer?
+        if params.isEmpty {
+            raw = PQexec(handle, sql)
+        } else {
+            raw = withOptionalCStringArray(params) { p in
+                PQexecParams(handle, sql, Int32(params.count), nil, p, nil, nil, 0)
+            }
+        }
+        guard let raw else { throw lastError(kind: .client) }
+        let result = PGResult(raw)
+        switch PQresultStatus(raw) {
+        case PGRES_COMMAND_OK, PGRES_TUPLES_OK, PGRES_COPY_OUT, PGRES_COPY_IN, PGRES_COPY_BOTH, PGRES_SINGLE_TUPLE:
+            return result
+        default:
+            throw PGResult.error(from: raw, kind: PQstatus(handle) == CONNECTION_OK ? .server : .client)
+        }
+    }
+
+    private func lastError(kind: PostgresError.Kind) -> PostgresError {
+        PostgresError(kind: kind, message: String(cString: PQerrorMessage(handle)).trimmingSpaces())
+    }
+
+    /// A run-time parameter the server reported (e.g. `server_version`).
+    public func parameterStatus(_ name: String) -> String? {
+        guard let p = PQparameterStatus(handle, name) else { return nil }
+        return String(cString: p)
+    }
+
+    /// The server version as an integer such as 150004.
+    public var serverVersion: Int { Int(PQserverVersion(handle)) }
+
+    /// Whether the connection is encrypted with TLS.
+    public var usesTLS: Bool { PQsslInUse(handle) == 1 }
+
+    /// A TLS attribute of the connection (`protocol`, `cipher`, ...), if TLS is in use.
+    public func tlsAttribute(_ name: String) -> String? {
+        guard let p = PQsslAttribute(handle, name) else { return nil }
+        return String(cString: p)
+    }
+
+    /// Quotes a name for use as an SQL identifier.
+    public static func quoteIdentifier(_ name: String) -> String {
+        "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
+    /// Quotes a value as an SQL string literal (standard_conforming_strings on).
+    public static func quoteLiteral(_ value: String) -> String {
+        "'" + value.replacingOccurrences(of: "'", with: "''") + "'"
+    }
+}
+
+/// Routes server notices to the logger instead of libpq's default of printing to stderr.
+final class NoticeSink {
+    let logger: Logger
+    init(logger: Logger) { self.logger = logger }
+    func receive(_ message: String) {
+        logger.info("server notice: \(message.trimmingSpaces())")
+    }
+}
+
+func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+    withOptionalCStringArray(strings.map { Optional($0) }, body)
+}
+
+func withOptionalCStringArray<R>(_ strings: [String?], _ body: (UnsafePointer<UnsafePointer<CChar>?>) -> R) -> R {
+    var pointers: [UnsafeMutablePointer<CChar>?] = strings.map { s in s.flatMap { strdup($0) } }
+    pointers.append(nil)
+    defer {
+        // Scrub copies (they may hold a password) before freeing them.
+        for p in pointers { if let p { memset(p, 0, strlen(p)); free(p) } }
+    }
+    return pointers.withUnsafeBufferPointer { buf in
+        buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buf.count) { body($0) }
+    }
+}

@@ -1,0 +1,57 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A large buffer in front of a file descriptor (stdout by default): protocol messages are
+/// appended as bytes and written with few syscalls.
+public final class OutputSink {
+    private let fd: Int32
+    private var buffer: [UInt8] = []
+    private let flushThreshold: Int
+
+    public init(fd: Int32 = 1, capacity: Int = 1 << 20) {
+        self.fd = fd
+        self.flushThreshold = capacity
+        buffer.reserveCapacity(capacity + 4096)
+    }
+
+    deinit { try? flush() }
+
+    /// Appends one message (already JSON) and a newline.
+    public func emit(_ message: JSONWriter) throws {
+        buffer.append(contentsOf: message.bytes)
+        buffer.append(0x0a)
+        if buffer.count >= flushThreshold { try flush() }
+    }
+
+    public func emit(_ message: JSONValue) throws {
+        var w = JSONWriter()
+        w.value(message)
+        try emit(w)
+    }
+
+    /// Appends raw bytes (a full line including its newline).
+    public func appendLine(_ body: (inout [UInt8]) -> Void) throws {
+        body(&buffer)
+        if buffer.count >= flushThreshold { try flush() }
+    }
+
+    public struct WriteError: Error, CustomStringConvertible {
+        public let errno: Int32
+        public var description: String { "cannot write output: \(String(cString: strerror(errno)))" }
+    }
+
+    public func flush() throws {
+        var off = 0
+        defer { buffer.removeAll(keepingCapacity: true) }
+        while off < buffer.count {
+            let n = buffer.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, $0.count - off) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw WriteError(errno: errno)
+            }
+            off += n
+        }
+    }
+}

@@ -1,0 +1,35 @@
+import Foundation
+import Logging
+import PostgateCore
+
+/// Process-level plumbing for the executable: logging, signals and failure reporting.
+enum CLI {
+    static func bootstrapLogging() {
+        let level = ProcessInfo.processInfo.environment["POSTGATE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
+        LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
+    }
+
+    /// On SIGINT/SIGTERM, removes inline key material before exiting.
+    static func installSignalCleanup() {
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal(sig) { s in
+                PrivateFilesRegistry.shared.removeAll()
+                signal(s, SIG_DFL)
+                raise(s)
+            }
+        }
+    }
+
+    static func emitTrace(message: String, failureType: String) {
+        let out = OutputSink()
+        try? out.emit(AirbyteMessage.traceError(message: message, internalMessage: nil, failureType: failureType))
+        try? out.flush()
+    }
+
+    /// Reports a failure on stdout (TRACE) and stderr, and exits with status 1.
+    static func fail(message: String, failureType: String) -> Never {
+        emitTrace(message: message, failureType: failureType)
+        FileHandle.standardError.write(Data("postgate: error: \(message)\n".utf8))
+        exit(1)
+    }
+}
