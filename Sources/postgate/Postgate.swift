@@ -8,7 +8,7 @@ struct Postgate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "postgate",
         abstract: "PostgreSQL source connector speaking the Airbyte protocol, with SSH tunnels and verified TLS.",
-        subcommands: [Spec.self, Check.self, Discover.self])
+        subcommands: [Spec.self, Check.self, Discover.self, Read.self])
 
     /// Parses and runs a command; any failure becomes an Airbyte TRACE error on stdout,
     /// a human line on stderr and a non-zero exit.
@@ -88,5 +88,60 @@ struct Discover: ParsableCommand {
         let out = OutputSink()
         try out.emit(AirbyteMessage.catalog(streams: streams.map { $0.airbyteStream(method: config.replication) }))
         try out.flush()
+    }
+}
+
+struct Read: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Read the configured streams as Airbyte RECORD, STATE and TRACE messages.")
+
+    @OptionGroup var options: ConfigOption
+
+    @Option(name: .long, help: "Path to the ConfiguredAirbyteCatalog JSON file.")
+    var catalog: String
+
+    @Option(name: .long, help: "Path to saved state: a JSON array of STATE messages (or a previous read's output).")
+    var state: String?
+
+    func run() throws {
+        let logger = Logger(label: "postgate.read")
+        let config = try options.load(logger: logger)
+        let streams = try ConfiguredCatalog.parse(try InputFile.json(catalog), file: catalog)
+        var states: [String: StreamState] = [:]
+        if let state { states = try InputState.parse(try InputFile.bytes(state), file: state) }
+
+        let factory = try ConnectionFactory(config: config, logger: logger)
+        defer { factory.close() }
+        let conn = try factory.connect()
+        let namespaces = Array(Set(streams.map(\.namespace))).sorted()
+        let discovered = try Discovery.discover(conn, schemas: namespaces)
+        let byName = Dictionary(discovered.map { ("\($0.schema).\($0.name)", $0) }, uniquingKeysWith: { a, _ in a })
+        let out = OutputSink()
+        let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
+        for cs in streams {
+            guard let ds = byName[cs.label] else {
+                throw SnapshotReader.ReadError(message: "stream \(cs.label) is not a readable table, view or materialized view (it may have been dropped, or SELECT was revoked); run discover again")
+            }
+            try reader.read(cs, ds, state: states[cs.label])
+        }
+        try out.flush()
+    }
+}
+
+/// Reading the catalog and state files named on the command line.
+enum InputFile {
+    static func bytes(_ path: String) throws -> [UInt8] {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError.unreadable(file: path, reason: "no such file or not readable")
+        }
+        return [UInt8](data)
+    }
+
+    static func json(_ path: String) throws -> JSONValue {
+        do {
+            return try JSONParser.parse(try bytes(path))
+        } catch let e as JSONSyntaxError {
+            throw ConfigError.syntax(file: path, e)
+        }
     }
 }

@@ -25,35 +25,7 @@ public struct JSONWriter: Sendable {
 
     /// Writes a quoted, escaped JSON string from UTF-8 bytes.
     public mutating func string(utf8 buf: UnsafeRawBufferPointer) {
-        bytes.append(0x22)
-        var runStart = 0
-        var k = 0
-        let n = buf.count
-        while k < n {
-            let b = buf[k]
-            if b >= 0x20 && b != 0x22 && b != 0x5c {
-                k += 1
-                continue
-            }
-            if runStart < k { bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buf[runStart..<k])) }
-            switch b {
-            case 0x22: raw("\\\"")
-            case 0x5c: raw("\\\\")
-            case 0x0a: raw("\\n")
-            case 0x0d: raw("\\r")
-            case 0x09: raw("\\t")
-            case 0x08: raw("\\b")
-            case 0x0c: raw("\\f")
-            default:
-                raw("\\u00")
-                bytes.append(Self.hex[Int(b >> 4)])
-                bytes.append(Self.hex[Int(b & 0xf)])
-            }
-            k += 1
-            runStart = k
-        }
-        if runStart < n { bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: buf[runStart..<n])) }
-        bytes.append(0x22)
+        JSONBytes.appendString(buf, to: &bytes)
     }
 
     public mutating func int(_ v: Int64) {
@@ -102,8 +74,6 @@ public struct JSONWriter: Sendable {
             raw(UInt8(ascii: "}"))
         }
     }
-
-    @usableFromInline static let hex: [UInt8] = Array("0123456789abcdef".utf8)
 }
 
 extension JSONValue {

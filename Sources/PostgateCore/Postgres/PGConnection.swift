@@ -56,7 +56,7 @@ public final class PGConnection {
         }
     }
 
-    private func lastError(kind: PostgresError.Kind) -> PostgresError {
+    func lastError(kind: PostgresError.Kind) -> PostgresError {
         PostgresError(kind: kind, message: String(cString: PQerrorMessage(handle)).trimmingSpaces())
     }
 
@@ -111,5 +111,42 @@ func withOptionalCStringArray<R>(_ strings: [String?], _ body: (UnsafePointer<Un
     }
     return pointers.withUnsafeBufferPointer { buf in
         buf.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buf.count) { body($0) }
+    }
+}
+
+extension PGConnection {
+    /// Runs `COPY ... TO STDOUT` and hands each row (text format, with its trailing newline) to
+    /// `row` without copying it. Rows are never accumulated.
+    public func copyOut(_ sql: String, row: (UnsafeRawBufferPointer) throws -> Void) throws {
+        guard let start = PQexec(handle, sql) else { throw lastError(kind: .client) }
+        let startResult = PGResult(start)
+        guard PQresultStatus(start) == PGRES_COPY_OUT else {
+            throw PGResult.error(from: startResult.handle, kind: PQstatus(handle) == CONNECTION_OK ? .server : .client)
+        }
+        var buffer: UnsafeMutablePointer<CChar>?
+        var failure: Error?
+        while true {
+            let n = PQgetCopyData(handle, &buffer, 0)
+            if n > 0, let b = buffer {
+                if failure == nil {
+                    do { try row(UnsafeRawBufferPointer(start: b, count: Int(n))) } catch { failure = error }
+                }
+                PQfreemem(b)
+                buffer = nil
+                continue
+            }
+            if n == -2 { throw lastError(kind: .client) }
+            break
+        }
+        // Collect the final status; COPY ends with one command result.
+        var serverError: PostgresError?
+        while let r = PQgetResult(handle) {
+            let res = PGResult(r)
+            if PQresultStatus(r) != PGRES_COMMAND_OK && serverError == nil {
+                serverError = PGResult.error(from: res.handle, kind: PQstatus(handle) == CONNECTION_OK ? .server : .client)
+            }
+        }
+        if let failure { throw failure }
+        if let serverError { throw serverError }
     }
 }

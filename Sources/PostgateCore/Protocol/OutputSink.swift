@@ -31,9 +31,10 @@ public final class OutputSink {
         try emit(w)
     }
 
-    /// Appends raw bytes (a full line including its newline).
-    public func appendLine(_ body: (inout [UInt8]) -> Void) throws {
-        body(&buffer)
+    /// Lets `body` append whole lines (each ending in a newline) to the buffer.
+    @inline(__always)
+    public func append(_ body: (inout [UInt8]) throws -> Void) throws {
+        try body(&buffer)
         if buffer.count >= flushThreshold { try flush() }
     }
 
