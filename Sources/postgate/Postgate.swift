@@ -8,7 +8,7 @@ struct Postgate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "postgate",
         abstract: "PostgreSQL source connector speaking the Airbyte protocol, with SSH tunnels and verified TLS.",
-        subcommands: [Spec.self, Check.self, Discover.self, Read.self])
+        subcommands: [Spec.self, Check.self, Discover.self, Read.self, Tunnel.self])
 
     /// Parses and runs a command; any failure becomes an Airbyte TRACE error on stdout,
     /// a human line on stderr and a non-zero exit.
@@ -17,8 +17,10 @@ struct Postgate: ParsableCommand {
         CLI.installSignalCleanup()
         do {
             var command = try parseAsRoot()
+            defer { TunnelManager.shared.shutdown() }
             try command.run()
         } catch {
+            TunnelManager.shared.shutdown()
             if exitCode(for: error) == .success { exit(withError: error) }
             if let e = error as? UserFacingError {
                 CLI.fail(message: e.userMessage, failureType: e.failureType)
@@ -81,7 +83,8 @@ struct Discover: ParsableCommand {
         let factory = try ConnectionFactory(config: config, logger: logger)
         defer { factory.close() }
         let conn = try factory.connect()
-        let streams = try Discovery.discover(conn, schemas: config.schemas)
+        let streams: [DiscoveredStream]
+        do { streams = try Discovery.discover(conn, schemas: config.schemas) } catch { throw factory.translate(error) }
         if streams.isEmpty {
             logger.warning("no readable tables, views or materialized views in schemas \(config.schemas)")
         }
@@ -112,6 +115,14 @@ struct Read: ParsableCommand {
 
         let factory = try ConnectionFactory(config: config, logger: logger)
         defer { factory.close() }
+        do {
+            try read(config: config, streams: streams, states: states, factory: factory, logger: logger)
+        } catch {
+            throw factory.translate(error)
+        }
+    }
+
+    private func read(config: PostgateConfig, streams: [ConfiguredStream], states: [String: StreamState], factory: ConnectionFactory, logger: Logger) throws {
         let conn = try factory.connect()
         let namespaces = Array(Set(streams.map(\.namespace))).sorted()
         let discovered = try Discovery.discover(conn, schemas: namespaces)
@@ -143,5 +154,43 @@ enum InputFile {
         } catch let e as JSONSyntaxError {
             throw ConfigError.syntax(file: path, e)
         }
+    }
+}
+
+struct Tunnel: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Open the configured SSH tunnel, print the local address to use, and hold it until SIGINT or SIGTERM.")
+
+    @OptionGroup var options: ConfigOption
+
+    func run() throws {
+        let logger = Logger(label: "postgate.tunnel")
+        let config = try options.load(logger: logger)
+        guard let settings = config.tunnel else {
+            throw ConfigError.invalid(path: "tunnel_method.tunnel_method", reason: "is NO_TUNNEL; set SSH_KEY_AUTH or SSH_PASSWORD_AUTH to open a tunnel")
+        }
+        let t = try TunnelManager.shared.tunnel(for: settings, targetHost: config.host, targetPort: config.port, logger: logger)
+        FileHandle.standardOutput.write(Data("""
+            Forwarding 127.0.0.1:\(t.localPort) to \(config.host):\(config.port) through \(t.bastion)
+            bastion host key: \(t.hostKey.type) \(t.hostKey.fingerprint)\(settings.hostKey == nil ? " (not pinned)" : " (pinned)")
+            connect with: host=\(config.host) hostaddr=127.0.0.1 port=\(t.localPort)
+            Press Ctrl-C to close the tunnel.
+
+            """.utf8))
+        let stop = DispatchSemaphore(value: 0)
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            src.setEventHandler { stop.signal() }
+            src.resume()
+            sources.append(src)
+        }
+        // Also end if the tunnel dies.
+        while stop.wait(timeout: .now() + 1) == .timedOut {
+            if !t.isAlive { throw t.failure ?? TunnelError.lost(bastion: t.bastion, reason: "closed") }
+        }
+        TunnelManager.shared.shutdown()
+        FileHandle.standardError.write(Data("postgate: tunnel closed\n".utf8))
     }
 }

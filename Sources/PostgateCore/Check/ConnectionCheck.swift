@@ -5,6 +5,7 @@ import Logging
 public struct ConnectionCheck {
     /// A step a connection goes through, in order.
     public enum Step: String, Sendable {
+        case tunnel = "SSH tunnel"
         case nameResolution = "name resolution"
         case tcp = "TCP connection"
         case tls = "TLS"
@@ -77,12 +78,21 @@ public struct ConnectionCheck {
             }
         }
 
-        // 2. Connection: TLS, authentication, database.
+        // 2. Connection: SSH tunnel, TLS, authentication, database.
         let factory: ConnectionFactory
         let conn: PGConnection
         do {
             factory = try ConnectionFactory(config: config, logger: logger)
+            if let t = try factory.openTunnel() {
+                let pinned = config.tunnel?.hostKey != nil
+                report.notes.append("SSH tunnel through \(t.bastion): host key \(t.hostKey.type) \(t.hostKey.fingerprint) " + (pinned
+                    ? "matches the pinned key."
+                    : "is NOT pinned; to refuse any other key set tunnel_method.tunnel_host_key to \"\(t.hostKey.fingerprint)\"."))
+            }
             conn = try factory.connect()
+        } catch let e as TunnelError {
+            report.failures.append(Finding(step: .tunnel, message: e.description))
+            return report
         } catch let e as PostgresError {
             report.failures.append(Self.classify(e, config: config))
             return report

@@ -15,9 +15,6 @@ public final class ConnectionFactory {
     public init(config: PostgateConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
-        if config.tunnel != nil {
-            throw ConnectionSetupError.notSupportedYet(setting: "tunnel_method", what: "SSH tunnelling")
-        }
         if config.entra != nil {
             throw ConnectionSetupError.notSupportedYet(setting: "entra_service_principal_auth", what: "Entra authentication")
         }
@@ -44,8 +41,22 @@ public final class ConnectionFactory {
         }
     }
 
+    /// The tunnel used by the last connection, if the config has one.
+    public private(set) var tunnel: SSHTunnel?
+
+    /// Opens (or reuses) the configured SSH tunnel; nil without one.
+    @discardableResult
+    public func openTunnel() throws(TunnelError) -> SSHTunnel? {
+        guard let t = config.tunnel else { return nil }
+        let tunnel = try TunnelManager.shared.tunnel(for: t, targetHost: config.host, targetPort: config.port, logger: logger)
+        self.tunnel = tunnel
+        return tunnel
+    }
+
     /// The libpq keywords for a connection. `replication` asks for a logical replication connection.
-    public func parameters(replication: Bool = false) -> [(String, String)] {
+    /// Through a tunnel, libpq dials the local forward (`hostaddr`) while `host` stays the database's
+    /// name, so verify-full checks the certificate against the real name.
+    public func parameters(replication: Bool = false, forwardPort: Int? = nil) -> [(String, String)] {
         var options = "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3"
         if let extra = config.jdbcURLParams.first(where: { $0.key == "options" }) { options += " " + extra.value }
         var p: [(String, String)] = [
@@ -56,13 +67,17 @@ public final class ConnectionFactory {
             ("sslmode", config.ssl.mode.libpqName),
             ("application_name", "postgate"),
             ("client_encoding", "UTF8"),
-            ("options", options),
+            ("options", options + " -c bytea_output=hex -c standard_conforming_strings=on"),
             ("connect_timeout", String(connectTimeoutSeconds)),
             ("keepalives", "1"),
             ("keepalives_idle", "30"),
             ("keepalives_interval", "10"),
             ("keepalives_count", "3"),
         ]
+        if let forwardPort {
+            p.append(("hostaddr", "127.0.0.1"))
+            p[1] = ("port", String(forwardPort))
+        }
         if let password = config.password { p.append(("password", password.exposedValue)) }
         // Never let libpq read a password or service from the environment or ~/.pgpass silently.
         p.append(("passfile", "/dev/null"))
@@ -76,9 +91,22 @@ public final class ConnectionFactory {
         return p
     }
 
-    /// Opens a connection with the session settings Postgate relies on.
-    public func connect(replication: Bool = false) throws(PostgresError) -> PGConnection {
-        try PGConnection(parameters: parameters(replication: replication), logger: logger)
+    /// Opens a connection with the session settings Postgate relies on, through the tunnel if configured.
+    public func connect(replication: Bool = false) throws -> PGConnection {
+        let tunnel = try openTunnel()
+        do {
+            return try PGConnection(parameters: parameters(replication: replication, forwardPort: tunnel?.localPort), logger: logger)
+        } catch {
+            throw translate(error)
+        }
+    }
+
+    /// Replaces a libpq error caused by the tunnel (forwarding refused, tunnel lost) with the tunnel's reason.
+    public func translate(_ error: Error) -> Error {
+        guard let tunnel else { return error }
+        if let reason = tunnel.takeChannelError() { return TunnelError.forwarding(target: tunnel.target, reason: reason) }
+        if let failure = tunnel.failure { return failure }
+        return error
     }
 
     /// Removes inline key material from disk now rather than at release.
