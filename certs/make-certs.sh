@@ -3,8 +3,8 @@
 #   certs/make-certs.sh OUTDIR CLIENT_KEY_PASSWORD
 # OUTDIR receives:
 #   ca.crt / ca.key            the lab CA
-#   server.crt / server.key    server certificate for db.postgate.test and 127.0.0.1 (not "localhost",
-#                              so a verify-full name mismatch can be tested by dialling localhost)
+#   server.crt / server.key    server certificate for db.postgate.test, 127.0.0.1 and $POSTGATE_LAB_EXTRA_SAN
+#                              (not "localhost", so verify-full name mismatches can be tested)
 #   client.crt / client.key    client certificate for role postgate_cert; key encrypted (PKCS#8, AES-256)
 #   other-ca.crt               an unrelated CA, for "wrong CA" tests
 # Private keys are created 0600 under a 0700 directory.
@@ -12,6 +12,8 @@ set -euo pipefail
 out=${1:?usage: make-certs.sh OUTDIR CLIENT_KEY_PASSWORD}
 client_pw=${2:?usage: make-certs.sh OUTDIR CLIENT_KEY_PASSWORD}
 server_name=${POSTGATE_LAB_DB_HOSTNAME:-db.postgate.test}
+# Extra subjectAltName entries, e.g. "IP:10.213.0.2".
+extra_san=${POSTGATE_LAB_EXTRA_SAN:-}
 umask 077
 mkdir -p "$out"
 chmod 700 "$out"
@@ -30,7 +32,7 @@ rm -f other-ca.key
 
 ec server.key
 openssl req -new -key server.key -subj "/CN=${server_name}" -out server.csr
-printf 'subjectAltName=DNS:%s,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' "$server_name" > server.ext
+printf 'subjectAltName=DNS:%s,IP:127.0.0.1%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' "$server_name" "${extra_san:+,$extra_san}" > server.ext
 openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 90 -sha256 -extfile server.ext -out server.crt 2>/dev/null
 
 ec client.plain.key

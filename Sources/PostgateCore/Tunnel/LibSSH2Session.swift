@@ -142,6 +142,10 @@ final class LibSSH2Session {
                 }
             }
             if rc == 0 { return }
+            let message = lastError(rc)
+            if message.contains("unpack") || message.contains("correct password") || message.lowercased().contains("passphrase") {
+                throw .key(.wrongPassphrase(setting: SSHUserKey.setting))
+            }
             if rc == LIBSSH2_ERROR_FILE || rc == LIBSSH2_ERROR_METHOD_NOT_SUPPORTED {
                 if passphrase != nil || text.contains("ENCRYPTED") { throw .key(.wrongPassphrase(setting: SSHUserKey.setting)) }
                 throw .key(.unsupported(setting: SSHUserKey.setting, detail: "this \(type) key could not be loaded (\(lastError(rc)))"))

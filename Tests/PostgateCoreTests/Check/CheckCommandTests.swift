@@ -79,7 +79,7 @@ import Testing
     @Test func verifyFullRejectsAHostNameTheCertificateDoesNotName() throws {
         let lab = try Lab.load()
         var c = lab.readerConfig()
-        c["host"] = "localhost"
+        c["host"] = .string(lab["PG_UNNAMED_HOST"])
         let (status, message, _) = try check(c)
         #expect(status == "FAILED")
         #expect(message.hasPrefix("TLS failed") && message.contains("does not match host name"), "\(message)")

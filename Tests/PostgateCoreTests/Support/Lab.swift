@@ -59,6 +59,46 @@ struct Lab: Sendable {
         ])
     }
 
+    enum TunnelAuth: String, CaseIterable, Sendable {
+        case rsaPEM, rsaOpenSSH, ed25519, ed25519Encrypted, password
+    }
+
+    /// A reader config that reaches the database only through the bastion, by its in-namespace name.
+    func tunnelConfig(_ auth: TunnelAuth, user: String? = nil, schemas: [String] = ["public"]) -> JSONObject {
+        var c = readerConfig(schemas: schemas)
+        c["host"] = .string(self["PG_TUNNEL_HOST"])
+        c["port"] = .number(self["PG_TUNNEL_PORT"])
+        var t: JSONObject = ["tunnel_host": .string(self["SSH_HOST"]), "tunnel_port": .number(self["SSH_PORT"])]
+        switch auth {
+        case .password:
+            t["tunnel_method"] = "SSH_PASSWORD_AUTH"
+            t["tunnel_user"] = .string(user ?? self["SSH_PASSWORD_USER"])
+            t["tunnel_user_password"] = .string(self["SSH_PASSWORD"])
+        default:
+            let file = ["rsaPEM": "SSH_KEY_RSA_PEM", "rsaOpenSSH": "SSH_KEY_RSA_OPENSSH", "ed25519": "SSH_KEY_ED25519", "ed25519Encrypted": "SSH_KEY_ED25519_ENC"][auth.rawValue]!
+            t["tunnel_method"] = "SSH_KEY_AUTH"
+            t["tunnel_user"] = .string(user ?? self["SSH_KEY_USER"])
+            t["ssh_key"] = .string(self.file(file))
+            if auth == .ed25519Encrypted { t["ssh_key_passphrase"] = .string(self["SSH_KEY_PASSPHRASE"]) }
+        }
+        c["tunnel_method"] = .object(t)
+        return c
+    }
+
+    /// The repository root (for scripts/lab).
+    static var repoRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    /// Runs `scripts/lab ARGS` and waits for it.
+    static func script(_ args: [String]) throws {
+        let p = Process()
+        p.executableURL = repoRoot.appendingPathComponent("scripts/lab")
+        p.arguments = args
+        try p.run()
+        p.waitUntilExit()
+    }
+
     /// A superuser connection for fixtures.
     func adminConnection() throws -> PGConnection {
         try PGConnection(parameters: [
