@@ -55,10 +55,10 @@ extension ValueEncoding {
     /// Appends the JSON form of `v` (the value's text) to `out`. Returns false when the value
     /// could not be represented (NaN, ±Infinity) and null was written instead.
     @inlinable
-    public func append(_ v: UnsafeRawBufferPointer, to out: inout [UInt8]) -> Bool {
+    public func append(_ v: UnsafeRawBufferPointer, to out: inout ByteBuffer) -> Bool {
         switch self {
         case .integer:
-            out.append(contentsOf: v)
+            out.append(v)
             return true
         case .number:
             if v.count > 0, let f = v.first, !(f == UInt8(ascii: "-") || (f >= 0x30 && f <= 0x39)) || (f == UInt8(ascii: "-") && v.count > 1 && v[1] == UInt8(ascii: "I")) {
@@ -66,7 +66,7 @@ extension ValueEncoding {
                 appendNull(&out)
                 return false
             }
-            out.append(contentsOf: v)
+            out.append(v)
             return true
         case .money:
             return ValueText.appendMoney(v, to: &out)
@@ -94,22 +94,17 @@ extension ValueEncoding {
         }
     }
 
-    @inlinable func appendNull(_ out: inout [UInt8]) {
-        out.append(UInt8(ascii: "n")); out.append(UInt8(ascii: "u")); out.append(UInt8(ascii: "l")); out.append(UInt8(ascii: "l"))
-    }
-    @inlinable func appendTrue(_ out: inout [UInt8]) {
-        out.append(UInt8(ascii: "t")); out.append(UInt8(ascii: "r")); out.append(UInt8(ascii: "u")); out.append(UInt8(ascii: "e"))
-    }
-    @inlinable func appendFalse(_ out: inout [UInt8]) {
-        out.append(UInt8(ascii: "f")); out.append(UInt8(ascii: "a")); out.append(UInt8(ascii: "l")); out.append(UInt8(ascii: "s")); out.append(UInt8(ascii: "e"))
-    }
+    @inlinable func appendNull(_ out: inout ByteBuffer) { out.append("null") }
+    @inlinable func appendTrue(_ out: inout ByteBuffer) { out.append("true") }
+    @inlinable func appendFalse(_ out: inout ByteBuffer) { out.append("false") }
 
     /// Convenience for tests and non-hot paths: the JSON text of one value.
     public func json(_ text: String) -> (json: String, representable: Bool) {
-        var out: [UInt8] = []
+        var out = ByteBuffer(capacity: 64)
+        defer { out.deallocate() }
         var t = text
         let ok = t.withUTF8 { append(UnsafeRawBufferPointer($0), to: &out) }
-        return (String(decoding: out, as: UTF8.self), ok)
+        return (String(decoding: out.bytes, as: UTF8.self), ok)
     }
 }
 
@@ -119,14 +114,14 @@ public enum ValueText {
 
     /// `2024-01-02 03:04:05.5+00 BC` → `"2024-01-02T03:04:05.500000Z BC"`.
     @usableFromInline
-    static func appendTimestamp(_ v: UnsafeRawBufferPointer, zoned: Bool, to out: inout [UInt8]) {
+    static func appendTimestamp(_ v: UnsafeRawBufferPointer, zoned: Bool, to out: inout ByteBuffer) {
         // infinity / -infinity, or anything unexpected, pass through as a string.
         guard let sp = v.firstIndex(of: 0x20), sp + 9 <= v.count, isDigit(v[0]) else {
             JSONBytes.appendString(v, to: &out)
             return
         }
         out.append(0x22)
-        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: v[0..<sp]))
+        out.append(UnsafeRawBufferPointer(rebasing: v[0..<sp]))
         out.append(UInt8(ascii: "T"))
         let rest = UnsafeRawBufferPointer(rebasing: v[(sp + 1)...])
         appendTimeBody(rest, zoned: zoned, utcAsZ: true, to: &out)
@@ -135,7 +130,7 @@ public enum ValueText {
 
     /// `03:04:05.5+05:30` → `"03:04:05.500000+05:30"`.
     @usableFromInline
-    static func appendTime(_ v: UnsafeRawBufferPointer, zoned: Bool, to out: inout [UInt8]) {
+    static func appendTime(_ v: UnsafeRawBufferPointer, zoned: Bool, to out: inout ByteBuffer) {
         guard v.count >= 8, isDigit(v[0]) else {
             JSONBytes.appendString(v, to: &out)
             return
@@ -147,10 +142,10 @@ public enum ValueText {
 
     /// Writes `HH:MM:SS.ffffff`, then the zone and any ` BC` suffix found after it.
     @usableFromInline
-    static func appendTimeBody(_ v: UnsafeRawBufferPointer, zoned: Bool, utcAsZ: Bool, to out: inout [UInt8]) {
+    static func appendTimeBody(_ v: UnsafeRawBufferPointer, zoned: Bool, utcAsZ: Bool, to out: inout ByteBuffer) {
         let n = v.count
         var i = min(8, n)
-        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: v[0..<i]))
+        out.append(UnsafeRawBufferPointer(rebasing: v[0..<i]))
         out.append(UInt8(ascii: "."))
         var digits = 0
         if i < n && v[i] == UInt8(ascii: ".") {
@@ -170,7 +165,7 @@ public enum ValueText {
             if utcAsZ && zone.count >= 3 && zone.dropFirst().allSatisfy({ $0 == 0x30 || $0 == UInt8(ascii: ":") }) {
                 out.append(UInt8(ascii: "Z"))
             } else {
-                out.append(contentsOf: zone)
+                out.append(zone)
                 if zone.count == 3 { out.append(UInt8(ascii: ":")); out.append(0x30); out.append(0x30) }
             }
         } else if zoned && utcAsZ {
@@ -184,7 +179,7 @@ public enum ValueText {
 
     /// `-$1,234.56` → `-1234.56`; `($5.00)` (accounting negatives) → `-5.00`.
     @usableFromInline
-    static func appendMoney(_ v: UnsafeRawBufferPointer, to out: inout [UInt8]) -> Bool {
+    static func appendMoney(_ v: UnsafeRawBufferPointer, to out: inout ByteBuffer) -> Bool {
         var negative = false
         var body: [UInt8] = []
         for b in v {
@@ -192,11 +187,11 @@ public enum ValueText {
             else if b == UInt8(ascii: "-") || b == UInt8(ascii: "(") { negative = true }
         }
         guard !body.isEmpty else {
-            out.append(contentsOf: Array("null".utf8))
+            out.append("null")
             return false
         }
         if negative { out.append(UInt8(ascii: "-")) }
-        out.append(contentsOf: body)
+        out.append(body)
         return true
     }
 }
@@ -221,7 +216,7 @@ struct ArrayLiteralParser {
 
     /// Returns false if an element was nulled; writes the text as a string if it is not an array literal.
     @usableFromInline
-    mutating func append(to out: inout [UInt8]) -> Bool {
+    mutating func append(to out: inout ByteBuffer) -> Bool {
         if text.count > 0 && text[0] == UInt8(ascii: "[") {
             // Dimension decoration: skip to '='.
             while i < text.count && text[i] != UInt8(ascii: "=") { i += 1 }
@@ -229,14 +224,14 @@ struct ArrayLiteralParser {
         }
         let mark = out.count
         guard i < text.count, text[i] == UInt8(ascii: "{"), parseArray(&out) else {
-            out.removeSubrange(mark...)
+            out.truncate(to: mark)
             JSONBytes.appendString(text, to: &out)
             return true
         }
         return representable
     }
 
-    private mutating func parseArray(_ out: inout [UInt8]) -> Bool {
+    private mutating func parseArray(_ out: inout ByteBuffer) -> Bool {
         i += 1  // '{'
         out.append(UInt8(ascii: "["))
         if i < text.count && text[i] == UInt8(ascii: "}") {
@@ -274,7 +269,7 @@ struct ArrayLiteralParser {
                 while let last = scratch.last, last == 0x20 { scratch.removeLast() }
                 if scratch.count == 4, scratch[0] | 0x20 == UInt8(ascii: "n"), scratch[1] | 0x20 == UInt8(ascii: "u"),
                    scratch[2] | 0x20 == UInt8(ascii: "l"), scratch[3] | 0x20 == UInt8(ascii: "l") {
-                    out.append(contentsOf: [UInt8(ascii: "n"), UInt8(ascii: "u"), UInt8(ascii: "l"), UInt8(ascii: "l")])
+                    out.append("null")
                 } else {
                     appendElement(&out)
                 }
@@ -296,7 +291,7 @@ struct ArrayLiteralParser {
         while i < text.count && text[i] == 0x20 { i += 1 }
     }
 
-    private mutating func appendElement(_ out: inout [UInt8]) {
+    private mutating func appendElement(_ out: inout ByteBuffer) {
         let ok = scratch.withUnsafeBytes { element.append($0, to: &out) }
         if !ok { representable = false }
     }

@@ -7,20 +7,23 @@ import Glibc
 /// appended as bytes and written with few syscalls.
 public final class OutputSink {
     private let fd: Int32
-    private var buffer: [UInt8] = []
+    private var buffer: ByteBuffer
     private let flushThreshold: Int
 
     public init(fd: Int32 = 1, capacity: Int = 1 << 20) {
         self.fd = fd
         self.flushThreshold = capacity
-        buffer.reserveCapacity(capacity + 4096)
+        buffer = ByteBuffer(capacity: capacity + 64 * 1024)
     }
 
-    deinit { try? flush() }
+    deinit {
+        try? flush()
+        buffer.deallocate()
+    }
 
     /// Appends one message (already JSON) and a newline.
     public func emit(_ message: JSONWriter) throws {
-        buffer.append(contentsOf: message.bytes)
+        buffer.append(message.bytes)
         buffer.append(0x0a)
         if buffer.count >= flushThreshold { try flush() }
     }
@@ -33,7 +36,7 @@ public final class OutputSink {
 
     /// Lets `body` append whole lines (each ending in a newline) to the buffer.
     @inline(__always)
-    public func append(_ body: (inout [UInt8]) throws -> Void) throws {
+    public func append(_ body: (inout ByteBuffer) throws -> Void) throws {
         try body(&buffer)
         if buffer.count >= flushThreshold { try flush() }
     }
@@ -45,9 +48,9 @@ public final class OutputSink {
 
     public func flush() throws {
         var off = 0
-        defer { buffer.removeAll(keepingCapacity: true) }
+        defer { buffer.removeAll() }
         while off < buffer.count {
-            let n = buffer.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, $0.count - off) }
+            let n = Glibc.write(fd, buffer.base + off, buffer.count - off)
             if n < 0 {
                 if errno == EINTR { continue }
                 throw WriteError(errno: errno)

@@ -1,13 +1,19 @@
 import Foundation
 
 /// Turns COPY text-format rows into Airbyte RECORD lines, byte by byte, appending to an output
-/// buffer. One instance per stream; its scratch buffers are reused for every row.
-public struct RecordEncoder {
+/// buffer. One instance per stream; its tables and scratch memory are reused for every row.
+public final class RecordEncoder {
     public struct Column {
         public var name: String
         public var encoding: ValueEncoding
         /// False for columns selected only to follow a cursor.
         public var emitted: Bool
+
+        public init(name: String, encoding: ValueEncoding, emitted: Bool) {
+            self.name = name
+            self.encoding = encoding
+            self.emitted = emitted
+        }
     }
 
     /// A COPY row that does not have the expected shape.
@@ -17,15 +23,23 @@ public struct RecordEncoder {
         public var description: String { "malformed COPY row at byte offset \(offset): \(reason)" }
     }
 
-    let columns: [Column]
-    let encodings: [ValueEncoding]
-    let emitted: [Bool]
-    /// `"name":` for each column, with a leading comma except for the first emitted one.
-    let keys: [[UInt8]]
-    let prefix: [UInt8]
+    /// Per-column dispatch codes, so the hot loop never touches an indirect enum.
+    enum Kind: UInt8 {
+        case integer, number, money, boolean, string, timestamp, timestamptz, time, timetz, array
+    }
+
+    let count: Int
+    let kinds: UnsafeMutablePointer<UInt8>
+    let emitted: UnsafeMutablePointer<Bool>
+    /// `"name":` per column (with a leading comma except before the first emitted column), contiguous.
+    let keyBytes: UnsafeMutablePointer<UInt8>
+    let keyOffsets: UnsafeMutablePointer<Int>
+    let keyLengths: UnsafeMutablePointer<Int>
+    let arrayEncodings: [Int: ValueEncoding]
     let fieldNames: [[UInt8]]
+    let prefix: [UInt8]
     var suffix: [UInt8] = []
-    var scratch: [UInt8] = []
+    var scratch = ByteBuffer(capacity: 4096)
     var nulled: [Int] = []
 
     /// Index of the column whose raw text is kept after each row (the cursor), if any.
@@ -36,105 +50,166 @@ public struct RecordEncoder {
     public private(set) var trackedChanged = false
 
     public init(namespace: String, stream: String, columns: [Column], trackedColumn: Int? = nil) {
-        self.columns = columns
-        self.encodings = columns.map(\.encoding)
-        self.emitted = columns.map(\.emitted)
+        count = columns.count
         self.trackedColumn = trackedColumn
-        var keys: [[UInt8]] = []
+        kinds = .allocate(capacity: max(1, count))
+        emitted = .allocate(capacity: max(1, count))
+        keyOffsets = .allocate(capacity: max(1, count))
+        keyLengths = .allocate(capacity: max(1, count))
+        var keys: [UInt8] = []
+        var arrays: [Int: ValueEncoding] = [:]
         var first = true
-        for c in columns {
-            var k: [UInt8] = first || !c.emitted ? [] : [UInt8(ascii: ",")]
-            if c.emitted { first = false }
-            JSONBytes.appendString(c.name, to: &k)
-            k.append(UInt8(ascii: ":"))
-            keys.append(k)
+        for (i, c) in columns.enumerated() {
+            let start = keys.count
+            if c.emitted {
+                if !first { keys.append(UInt8(ascii: ",")) }
+                first = false
+                JSONBytes.appendString(c.name, to: &keys)
+                keys.append(UInt8(ascii: ":"))
+            }
+            keyOffsets[i] = start
+            keyLengths[i] = keys.count - start
+            emitted[i] = c.emitted
+            kinds[i] = Self.kind(c.encoding).rawValue
+            if case .array = c.encoding { arrays[i] = c.encoding }
         }
-        self.keys = keys
-        self.fieldNames = columns.map { c in var b: [UInt8] = []; JSONBytes.appendString(c.name, to: &b); return b }
+        keyBytes = .allocate(capacity: max(1, keys.count))
+        keyBytes.initialize(from: keys, count: keys.count)
+        arrayEncodings = arrays
+        fieldNames = columns.map { c in var b: [UInt8] = []; JSONBytes.appendString(c.name, to: &b); return b }
         var p: [UInt8] = Array(#"{"type":"RECORD","record":{"namespace":"#.utf8)
         JSONBytes.appendString(namespace, to: &p)
         p.append(contentsOf: Array(#","stream":"#.utf8))
         JSONBytes.appendString(stream, to: &p)
         p.append(contentsOf: Array(#","data":{"#.utf8))
-        self.prefix = p
+        prefix = p
         refreshEmittedAt()
     }
 
+    deinit {
+        kinds.deallocate()
+        emitted.deallocate()
+        keyOffsets.deallocate()
+        keyLengths.deallocate()
+        keyBytes.deallocate()
+        scratch.deallocate()
+    }
+
+    static func kind(_ e: ValueEncoding) -> Kind {
+        switch e {
+        case .integer: return .integer
+        case .number: return .number
+        case .money: return .money
+        case .boolean: return .boolean
+        case .string, .date: return .string
+        case .timestamp: return .timestamp
+        case .timestamptz: return .timestamptz
+        case .time: return .time
+        case .timetz: return .timetz
+        case .array: return .array
+        }
+    }
+
     /// Sets `emitted_at` to now for the records that follow.
-    public mutating func refreshEmittedAt() {
-        var s: [UInt8] = Array(#","emitted_at":"#.utf8)
+    public func refreshEmittedAt() {
+        var s = ByteBuffer(capacity: 64)
+        defer { s.deallocate() }
+        s.append(#","emitted_at":"#)
         JSONBytes.appendInt(AirbyteMessage.nowMillis, to: &s)
-        s.append(contentsOf: Array("}}\n".utf8))
-        suffix = s
+        s.append("}}\n")
+        suffix = s.array
     }
 
     /// Appends the RECORD line for one COPY text row (which ends with a newline).
-    public mutating func encode(copyRow row: UnsafeRawBufferPointer, into out: inout [UInt8]) throws(MalformedRow) {
-        out.append(contentsOf: prefix)
-        nulled.removeAll(keepingCapacity: true)
+    public func encode(copyRow row: UnsafeRawBufferPointer, into out: inout ByteBuffer) throws(MalformedRow) {
+        prefix.withUnsafeBytes { out.append($0) }
+        if !nulled.isEmpty { nulled.removeAll(keepingCapacity: true) }
         let n = row.count
+        guard let p = row.baseAddress?.assumingMemoryBound(to: UInt8.self), n > 0 else {
+            throw MalformedRow(offset: 0, reason: "empty row")
+        }
         var pos = 0
-        let count = encodings.count
         for c in 0..<count {
-            guard pos <= n else { throw MalformedRow(offset: n, reason: "expected \(count) fields, found \(c)") }
+            guard pos < n else {
+                throw MalformedRow(offset: n, reason: "expected \(count) fields, found \(c)")
+            }
             // Find the end of the field and whether it holds escapes.
             var end = pos
             var escaped = false
             while end < n {
-                let b = row[end]
+                let b = p[end]
                 if b == 0x09 || b == 0x0a { break }
                 if b == 0x5c { escaped = true; end &+= 1 }
                 end &+= 1
             }
             if end > n { end = n }
             let isLast = c == count - 1
-            if isLast ? (end < n && row[end] == 0x09) : (end >= n || row[end] != 0x09) {
+            if isLast ? (end < n && p[end] == 0x09) : (end >= n || p[end] != 0x09) {
                 throw MalformedRow(offset: end, reason: "expected \(count) fields")
             }
-            let isNull = end - pos == 2 && row[pos] == 0x5c && row[pos + 1] == UInt8(ascii: "N")
-            if emitted[c] { out.append(contentsOf: keys[c]) }
-            if isNull {
-                if emitted[c] { out.append(contentsOf: [0x6e, 0x75, 0x6c, 0x6c]) }
+            let isEmitted = emitted[c]
+            if isEmitted { out.append(keyBytes + keyOffsets[c], keyLengths[c]) }
+            if end - pos == 2 && p[pos] == 0x5c && p[pos + 1] == UInt8(ascii: "N") {
+                if isEmitted { out.append("null") }
                 if c == trackedColumn { track(nil) }
             } else if escaped {
-                var buf = scratch
-                scratch = []
-                buf.removeAll(keepingCapacity: true)
-                Self.unescape(UnsafeRawBufferPointer(rebasing: row[pos..<end]), into: &buf)
-                buf.withUnsafeBytes { v in emit(c, v, into: &out) }
-                scratch = buf
+                scratch.removeAll()
+                Self.unescape(UnsafeRawBufferPointer(start: p + pos, count: end - pos), into: &scratch)
+                emit(c, UnsafeRawBufferPointer(start: scratch.base, count: scratch.count), isEmitted, into: &out)
             } else {
-                emit(c, UnsafeRawBufferPointer(rebasing: row[pos..<end]), into: &out)
+                emit(c, UnsafeRawBufferPointer(start: p + pos, count: end - pos), isEmitted, into: &out)
             }
             pos = end &+ 1
         }
         out.append(UInt8(ascii: "}"))
         if !nulled.isEmpty {
-            out.append(contentsOf: Array(#","meta":{"changes":["#.utf8))
+            out.append(#","meta":{"changes":["#)
             for (k, c) in nulled.enumerated() {
                 if k > 0 { out.append(UInt8(ascii: ",")) }
-                out.append(contentsOf: Array(#"{"field":"#.utf8))
-                out.append(contentsOf: fieldNames[c])
-                out.append(contentsOf: Array(#","change":"NULLED","reason":"SOURCE_SERIALIZATION_ERROR"}"#.utf8))
+                out.append(#"{"field":"#)
+                fieldNames[c].withUnsafeBytes { out.append($0) }
+                out.append(#","change":"NULLED","reason":"SOURCE_SERIALIZATION_ERROR"}"#)
             }
-            out.append(contentsOf: Array("]}".utf8))
+            out.append("]}")
         }
-        out.append(contentsOf: suffix)
+        suffix.withUnsafeBytes { out.append($0) }
     }
 
     @inline(__always)
-    private mutating func emit(_ c: Int, _ v: UnsafeRawBufferPointer, into out: inout [UInt8]) {
-        if emitted[c] && !encodings[c].append(v, to: &out) { nulled.append(c) }
+    private func emit(_ c: Int, _ v: UnsafeRawBufferPointer, _ isEmitted: Bool, into out: inout ByteBuffer) {
         if c == trackedColumn { track(v) }
+        guard isEmitted else { return }
+        switch Kind(rawValue: kinds[c])! {
+        case .integer:
+            out.append(v)
+        case .number:
+            if !ValueEncoding.number.append(v, to: &out) { nulled.append(c) }
+        case .string:
+            JSONBytes.appendString(v, to: &out)
+        case .boolean:
+            out.append(v.count > 0 && v[0] == UInt8(ascii: "t") ? "true" : "false")
+        case .timestamp:
+            ValueText.appendTimestamp(v, zoned: false, to: &out)
+        case .timestamptz:
+            ValueText.appendTimestamp(v, zoned: true, to: &out)
+        case .time:
+            ValueText.appendTime(v, zoned: false, to: &out)
+        case .timetz:
+            ValueText.appendTime(v, zoned: true, to: &out)
+        case .money:
+            if !ValueText.appendMoney(v, to: &out) { nulled.append(c) }
+        case .array:
+            if !(arrayEncodings[c]?.append(v, to: &out) ?? true) { nulled.append(c) }
+        }
     }
 
-    private mutating func track(_ v: UnsafeRawBufferPointer?) {
+    private func track(_ v: UnsafeRawBufferPointer?) {
         guard let v else {
             trackedChanged = trackedValue != nil
             trackedValue = nil
             return
         }
-        if let t = trackedValue, t.count == v.count, t.withUnsafeBytes({ memcmp($0.baseAddress!, v.baseAddress!, v.count) == 0 }) {
+        if let t = trackedValue, t.count == v.count, t.withUnsafeBytes({ v.count == 0 || memcmp($0.baseAddress!, v.baseAddress!, v.count) == 0 }) {
             trackedChanged = false
         } else {
             trackedValue = Array(v)
@@ -143,7 +218,7 @@ public struct RecordEncoder {
     }
 
     /// Undoes COPY text escaping (`\t`, `\n`, `\\`, octal and hex escapes).
-    static func unescape(_ v: UnsafeRawBufferPointer, into out: inout [UInt8]) {
+    static func unescape(_ v: UnsafeRawBufferPointer, into out: inout ByteBuffer) {
         var i = 0
         let n = v.count
         while i < n {

@@ -121,6 +121,9 @@ public final class SSHTunnel: @unchecked Sendable {
     }
 }
 
+/// Linux POLLRDHUP (peer closed its side), which Glibc's module does not export.
+private let pollRDHUP: Int16 = 0x2000
+
 struct UncheckedBox<T>: @unchecked Sendable {
     let value: T
     init(_ value: T) { self.value = value }
@@ -144,7 +147,9 @@ private final class ForwardLoop {
         var pendingToClient: Int { toClient.count - toClientOffset }
     }
 
-    let session: LibSSH2Session
+    /// Released (disconnect and free) on this thread before the tunnel reports it has finished,
+    /// so no libssh2 or OpenSSL call can outlive `close()`.
+    var session: LibSSH2Session!
     let listener: Int32
     let wake: Int32
     let targetHost: String
@@ -185,12 +190,16 @@ private final class ForwardLoop {
         // Record why before closing the forwarded connections, so their users can tell.
         tunnel.recordFailure(failure)
         // Close every forwarded connection now, so their users see the end at once.
-        for c in clients + waiting + [opening].compactMap({ $0 }) { Glibc.close(c.fd) }
+        for c in clients + waiting + [opening].compactMap({ $0 }) {
+            Glibc.close(c.fd)
+            c.channel = nil
+        }
         clients = []
         waiting = []
         opening = nil
         Glibc.close(listener)
         Glibc.close(wake)
+        session = nil
         tunnel.finish(failure)
     }
 
@@ -219,7 +228,10 @@ private final class ForwardLoop {
             if monotonicSeconds() - session.context.lastReceive > deadAfter {
                 throw lost("no answer from the bastion for \(Int(deadAfter)) s (keepalives unanswered)")
             }
-            if !progress { try waitForEvents() }
+            if !progress {
+                try waitForEvents()
+                lastMoved = 0
+            }
         }
     }
 
@@ -322,6 +334,7 @@ private final class ForwardLoop {
             let r = buffer.withUnsafeMutableBytes { libssh2_channel_read_ex(ch, 0, $0.baseAddress!.assumingMemoryBound(to: CChar.self), $0.count) }
             if r > 0 {
                 progress = true
+                lastMoved += r
                 let n = buffer.withUnsafeBytes { write(c.fd, $0.baseAddress, r) }
                 let written = max(0, n)
                 if n < 0 && errno != EAGAIN && errno != EWOULDBLOCK { c.dead = true; return true }
@@ -358,16 +371,44 @@ private final class ForwardLoop {
         }
     }
 
+    var bulkMode = false
+    /// Bytes moved from the bastion to clients since the last wait.
+    var lastMoved = 0
+
+    /// Bytes waiting on the bastion socket while no channel is open (-1 when not idle).
+    var idleUnread = -1
+
     private func waitForEvents() throws(TunnelError) {
         var fds: [pollfd] = [
             pollfd(fd: listener, events: Int16(POLLIN), revents: 0),
             pollfd(fd: wake, events: Int16(POLLIN), revents: 0),
         ]
         let dirs = libssh2_session_block_directions(session.handle)
-        var sshEvents: Int16 = 0
+        var sshEvents: Int16 = pollRDHUP
+        let idle = clients.isEmpty && opening == nil && waiting.isEmpty
+        if idle {
+            // With no channel nothing reads the socket, so keepalive replies wait there until the next
+            // connection. Count their arrival as life, and wait for readability only while none is queued.
+            var n: Int32 = 0
+            _ = ioctl(session.socket, UInt(FIONREAD), &n)
+            if Int(n) > idleUnread && idleUnread >= 0 { session.context.lastReceive = monotonicSeconds() }
+            idleUnread = Int(n)
+            if n == 0 { sshEvents |= Int16(POLLIN) }
+            fds.append(pollfd(fd: session.socket, events: sshEvents, revents: 0))
+            _ = poll(&fds, nfds_t(fds.count), Int32(min(1000, Int(nextKeepalive) * 1000)))
+            if fds[2].revents & (Int16(POLLERR | POLLHUP | POLLNVAL) | pollRDHUP) != 0 {
+                throw lost("the bastion closed the connection")
+            }
+            if fds[2].revents & Int16(POLLIN) != 0 { session.context.lastReceive = monotonicSeconds() }
+            return
+        }
+        idleUnread = -1
         let blockedOnClients = !clients.isEmpty && clients.allSatisfy { $0.pendingToClient > 0 } && opening == nil
         if !blockedOnClients || dirs & LIBSSH2_SESSION_BLOCK_INBOUND != 0 { sshEvents |= Int16(POLLIN) }
-        if dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 { sshEvents |= Int16(POLLOUT) }
+        // block_directions keeps the direction of the last EAGAIN; wait for writability only while
+        // something is actually waiting to be sent, or the poll would return at once forever.
+        let wantsToSend = opening != nil || clients.contains { $0.pendingToChannel > 0 || ($0.clientEOF && !$0.eofSent) }
+        if dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND != 0 && wantsToSend { sshEvents |= Int16(POLLOUT) }
         fds.append(pollfd(fd: session.socket, events: sshEvents, revents: 0))
         for c in clients {
             var ev: Int16 = 0
@@ -375,7 +416,16 @@ private final class ForwardLoop {
             if c.pendingToClient > 0 { ev |= Int16(POLLOUT) }
             fds.append(pollfd(fd: c.fd, events: ev, revents: 0))
         }
-        let timeout = Int32(min(1000, Int(nextKeepalive) * 1000))
+        var timeout = Int32(min(1000, Int(nextKeepalive) * 1000))
+        // In bulk transfer (the last wake-up moved a lot), let data accumulate: wake when 64 KiB are
+        // waiting or after 1 ms, instead of once per 16 KiB packet.
+        let bulk = lastMoved >= 32 * 1024
+        if bulk != bulkMode {
+            var low: Int32 = bulk ? 64 * 1024 : 1
+            setsockopt(session.socket, SOL_SOCKET, SO_RCVLOWAT, &low, socklen_t(MemoryLayout<Int32>.size))
+            bulkMode = bulk
+        }
+        if bulkMode { timeout = 1 }
         _ = poll(&fds, nfds_t(fds.count), opening != nil ? 20 : timeout)
         if fds[2].revents & Int16(POLLERR | POLLNVAL) != 0 {
             throw lost("the connection to the bastion failed")

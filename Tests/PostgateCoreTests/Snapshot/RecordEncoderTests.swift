@@ -12,11 +12,13 @@ import Testing
     }
 
     func encode(_ e: inout RecordEncoder, _ row: String) throws -> JSONValue {
-        var out: [UInt8] = []
+        var out = ByteBuffer(capacity: 64)
+        defer { out.deallocate() }
         var r = row
         try r.withUTF8 { try e.encode(copyRow: UnsafeRawBufferPointer($0), into: &out) }
-        #expect(out.last == 0x0a)
-        return try JSONParser.parse(Array(out.dropLast()))
+        let bytes = out.array
+        #expect(bytes.last == 0x0a)
+        return try JSONParser.parse(Array(bytes.dropLast()))
     }
 
     @Test func unescapesCopyTextAndWritesOneRecordLine() throws {

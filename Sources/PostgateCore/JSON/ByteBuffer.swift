@@ -1,0 +1,73 @@
+import Foundation
+
+/// A growable byte buffer over manually managed memory, for the hot output path: appends are
+/// a bounds check and a copy, with no reference counting. Its owner calls `deallocate()`.
+public struct ByteBuffer {
+    public private(set) var base: UnsafeMutablePointer<UInt8>
+    public private(set) var count = 0
+    public private(set) var capacity: Int
+
+    public init(capacity: Int) {
+        self.capacity = max(16, capacity)
+        base = .allocate(capacity: self.capacity)
+    }
+
+    public func deallocate() { base.deallocate() }
+
+    @inline(__always)
+    public mutating func reserve(_ n: Int) {
+        if count &+ n > capacity { grow(count &+ n) }
+    }
+
+    @inline(never)
+    mutating func grow(_ needed: Int) {
+        var c = capacity
+        while c < needed { c *= 2 }
+        let nb = UnsafeMutablePointer<UInt8>.allocate(capacity: c)
+        nb.update(from: base, count: count)
+        base.deallocate()
+        base = nb
+        capacity = c
+    }
+
+    @inline(__always)
+    public mutating func append(_ b: UInt8) {
+        reserve(1)
+        base[count] = b
+        count &+= 1
+    }
+
+    @inline(__always)
+    public mutating func append(_ p: UnsafeRawBufferPointer) {
+        let n = p.count
+        guard n > 0 else { return }
+        reserve(n)
+        memcpy(base + count, p.baseAddress!, n)
+        count &+= n
+    }
+
+    @inline(__always)
+    public mutating func append(_ p: UnsafePointer<UInt8>, _ n: Int) {
+        reserve(n)
+        memcpy(base + count, p, n)
+        count &+= n
+    }
+
+    public mutating func append(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { append($0) }
+    }
+
+    public mutating func append(_ s: StaticString) {
+        s.withUTF8Buffer { append(UnsafeRawBufferPointer($0)) }
+    }
+
+    /// Drops the last bytes back to `count`.
+    public mutating func truncate(to n: Int) { count = min(count, max(0, n)) }
+
+    public mutating func removeAll() { count = 0 }
+
+    public var bytes: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: base, count: count) }
+
+    /// A copy of the contents (tests and small messages).
+    public var array: [UInt8] { Array(bytes) }
+}
