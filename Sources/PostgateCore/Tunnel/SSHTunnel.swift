@@ -248,6 +248,8 @@ private final class ForwardLoop {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             var one: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+            var big: Int32 = 4 << 20
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, socklen_t(MemoryLayout<Int32>.size))
             waiting.append(Client(fd: fd))
         }
     }
@@ -419,9 +421,9 @@ private final class ForwardLoop {
         var timeout = Int32(min(1000, Int(nextKeepalive) * 1000))
         // In bulk transfer (the last wake-up moved a lot), let data accumulate: wake when 64 KiB are
         // waiting or after 1 ms, instead of once per 16 KiB packet.
-        let bulk = lastMoved >= 32 * 1024
+        let bulk = lastMoved >= 64 * 1024
         if bulk != bulkMode {
-            var low: Int32 = bulk ? 64 * 1024 : 1
+            var low: Int32 = bulk ? 128 * 1024 : 1
             setsockopt(session.socket, SOL_SOCKET, SO_RCVLOWAT, &low, socklen_t(MemoryLayout<Int32>.size))
             bulkMode = bulk
         }
