@@ -12,6 +12,10 @@ public indirect enum ValueEncoding: Sendable, Equatable {
     case boolean
     /// Any other type: a JSON string of the text.
     case string
+    /// A JSON string of text that by its type's output format never needs escaping (uuid, inet, ...).
+    case plain
+    /// bytea in hex form: `\x` followed by hex digits.
+    case bytea
     /// `YYYY-MM-DD` (with ` BC` before year 1).
     case date
     /// `YYYY-MM-DDTHH:MM:SS.ffffff`.
@@ -37,6 +41,8 @@ public indirect enum ValueEncoding: Sendable, Equatable {
         case "money": self = .money
         case "bool": self = .boolean
         case "date": self = .date
+        case "uuid", "inet", "cidr", "macaddr", "macaddr8", "bit", "varbit", "pg_lsn", "interval", "tid", "xid", "cid": self = .plain
+        case "bytea": self = .bytea
         case "timestamp": self = .timestamp
         case "timestamptz": self = .timestamptz
         case "time": self = .time
@@ -73,8 +79,16 @@ extension ValueEncoding {
         case .boolean:
             if v.count > 0 && v[0] == UInt8(ascii: "t") { appendTrue(&out) } else { appendFalse(&out) }
             return true
-        case .string, .date:
+        case .string:
             JSONBytes.appendString(v, to: &out)
+            return true
+        case .plain, .date:
+            out.append(0x22)
+            out.append(v)
+            out.append(0x22)
+            return true
+        case .bytea:
+            ValueText.appendBytea(v, to: &out)
             return true
         case .timestamp:
             ValueText.appendTimestamp(v, zoned: false, to: &out)
@@ -175,6 +189,18 @@ public enum ValueText {
             // " BC" and anything else Postgres appended.
             JSONBytes.appendEscaped(UnsafeRawBufferPointer(rebasing: v[i...]), to: &out)
         }
+    }
+
+    /// `\x6b70` → `"\\x6b70"`: only the leading backslash needs escaping.
+    @usableFromInline
+    static func appendBytea(_ v: UnsafeRawBufferPointer, to out: inout ByteBuffer) {
+        guard v.count >= 2, v[0] == 0x5c, v[1] == UInt8(ascii: "x") else {
+            JSONBytes.appendString(v, to: &out)
+            return
+        }
+        out.append(#""\\x"#)
+        out.append(UnsafeRawBufferPointer(rebasing: v[2...]))
+        out.append(0x22)
     }
 
     /// `-$1,234.56` → `-1234.56`; `($5.00)` (accounting negatives) → `-5.00`.

@@ -41,15 +41,24 @@ public struct ByteBuffer {
     public mutating func append(_ p: UnsafeRawBufferPointer) {
         let n = p.count
         guard n > 0 else { return }
-        reserve(n)
-        memcpy(base + count, p.baseAddress!, n)
-        count &+= n
+        append(p.baseAddress!.assumingMemoryBound(to: UInt8.self), n)
     }
 
     @inline(__always)
     public mutating func append(_ p: UnsafePointer<UInt8>, _ n: Int) {
         reserve(n)
-        memcpy(base + count, p, n)
+        let d = base + count
+        if n >= 8 && n <= 16 {
+            // Two overlapping word copies beat a memcpy call for keys and short values.
+            let s = UnsafeRawPointer(p)
+            UnsafeMutableRawPointer(d).storeBytes(of: s.loadUnaligned(as: UInt64.self), as: UInt64.self)
+            UnsafeMutableRawPointer(d + n - 8).storeBytes(of: s.loadUnaligned(fromByteOffset: n - 8, as: UInt64.self), as: UInt64.self)
+        } else if n < 8 {
+            var i = 0
+            while i < n { d[i] = p[i]; i &+= 1 }
+        } else {
+            memcpy(d, p, n)
+        }
         count &+= n
     }
 

@@ -1,8 +1,9 @@
 /// Byte-level JSON building blocks that append to a `ByteBuffer` (the hot path of `read`).
 public enum JSONBytes {
-    @usableFromInline static let escapes: [UInt8] = {
-        // 0: copy as is; 1: needs an escape.
-        var t = [UInt8](repeating: 0, count: 256)
+    /// 1 for bytes that must be escaped in a JSON string (controls, '"', '\\'), else 0.
+    nonisolated(unsafe) static let escapeTable: UnsafeMutablePointer<UInt8> = {
+        let t = UnsafeMutablePointer<UInt8>.allocate(capacity: 256)
+        t.initialize(repeating: 0, count: 256)
         for b in 0..<0x20 { t[b] = 1 }
         t[0x22] = 1
         t[0x5c] = 1
@@ -21,34 +22,30 @@ public enum JSONBytes {
     public static func appendEscaped(_ buf: UnsafeRawBufferPointer, to out: inout ByteBuffer) {
         let n = buf.count
         guard n > 0, let p = buf.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return }
-        escapes.withUnsafeBufferPointer { table in
-            var runStart = 0
-            var k = 0
-            while k < n {
-                let b = p[k]
-                if table[Int(b)] == 0 {
-                    k &+= 1
-                    continue
-                }
-                if runStart < k { out.append(p + runStart, k - runStart) }
-                out.reserve(6)
-                switch b {
-                case 0x22: out.append(0x5c); out.append(0x22)
-                case 0x5c: out.append(0x5c); out.append(0x5c)
-                case 0x0a: out.append(0x5c); out.append(UInt8(ascii: "n"))
-                case 0x0d: out.append(0x5c); out.append(UInt8(ascii: "r"))
-                case 0x09: out.append(0x5c); out.append(UInt8(ascii: "t"))
-                case 0x08: out.append(0x5c); out.append(UInt8(ascii: "b"))
-                case 0x0c: out.append(0x5c); out.append(UInt8(ascii: "f"))
-                default:
-                    out.append("\\u00")
-                    out.append(hexDigit(b >> 4))
-                    out.append(hexDigit(b & 0xf))
-                }
-                k &+= 1
-                runStart = k
+        let table = escapeTable
+        var runStart = 0
+        var k = 0
+        while true {
+            while k < n && table[Int(p[k])] == 0 { k &+= 1 }
+            if runStart < k { out.append(p + runStart, k - runStart) }
+            if k >= n { return }
+            let b = p[k]
+            out.reserve(6)
+            switch b {
+            case 0x22: out.append(0x5c); out.append(0x22)
+            case 0x5c: out.append(0x5c); out.append(0x5c)
+            case 0x0a: out.append(0x5c); out.append(UInt8(ascii: "n"))
+            case 0x0d: out.append(0x5c); out.append(UInt8(ascii: "r"))
+            case 0x09: out.append(0x5c); out.append(UInt8(ascii: "t"))
+            case 0x08: out.append(0x5c); out.append(UInt8(ascii: "b"))
+            case 0x0c: out.append(0x5c); out.append(UInt8(ascii: "f"))
+            default:
+                out.append("\\u00")
+                out.append(hexDigit(b >> 4))
+                out.append(hexDigit(b & 0xf))
             }
-            if runStart < n { out.append(p + runStart, n - runStart) }
+            k &+= 1
+            runStart = k
         }
     }
 
@@ -78,5 +75,22 @@ public enum JSONBytes {
     public static func appendString(_ s: String, to out: inout [UInt8]) {
         var s = s
         s.withUTF8 { appendString(UnsafeRawBufferPointer($0), to: &out) }
+    }
+}
+
+/// Eight-bytes-at-a-time byte tests on a UInt64.
+enum SWAR {
+    static let ones: UInt64 = 0x0101_0101_0101_0101
+    static let highs: UInt64 = 0x8080_8080_8080_8080
+
+    /// Nonzero if some byte equals `b`.
+    @inline(__always) static func hasByte(_ x: UInt64, _ b: UInt8) -> UInt64 {
+        let y = x ^ (ones &* UInt64(b))
+        return (y &- ones) & ~y & highs
+    }
+
+    /// Nonzero if some byte is a tab, a newline or a backslash (COPY text field ends and escapes).
+    @inline(__always) static func hasCopySpecial(_ x: UInt64) -> UInt64 {
+        hasByte(x, 0x09) | hasByte(x, 0x0a) | hasByte(x, 0x5c)
     }
 }

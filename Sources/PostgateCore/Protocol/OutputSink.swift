@@ -7,25 +7,28 @@ import Glibc
 /// appended as bytes and written with few syscalls.
 public final class OutputSink {
     private let fd: Int32
-    private var buffer: ByteBuffer
+    /// Held through a pointer so per-row appends need no exclusivity bookkeeping.
+    private let storage: UnsafeMutablePointer<ByteBuffer>
     private let flushThreshold: Int
 
     public init(fd: Int32 = 1, capacity: Int = 1 << 20) {
         self.fd = fd
         self.flushThreshold = capacity
-        buffer = ByteBuffer(capacity: capacity + 64 * 1024)
+        storage = .allocate(capacity: 1)
+        storage.initialize(to: ByteBuffer(capacity: capacity + 64 * 1024))
     }
 
     deinit {
         try? flush()
-        buffer.deallocate()
+        storage.pointee.deallocate()
+        storage.deallocate()
     }
 
     /// Appends one message (already JSON) and a newline.
     public func emit(_ message: JSONWriter) throws {
-        buffer.append(message.bytes)
-        buffer.append(0x0a)
-        if buffer.count >= flushThreshold { try flush() }
+        storage.pointee.append(message.bytes)
+        storage.pointee.append(0x0a)
+        if storage.pointee.count >= flushThreshold { try flush() }
     }
 
     public func emit(_ message: JSONValue) throws {
@@ -37,8 +40,8 @@ public final class OutputSink {
     /// Lets `body` append whole lines (each ending in a newline) to the buffer.
     @inline(__always)
     public func append(_ body: (inout ByteBuffer) throws -> Void) throws {
-        try body(&buffer)
-        if buffer.count >= flushThreshold { try flush() }
+        try body(&storage.pointee)
+        if storage.pointee.count >= flushThreshold { try flush() }
     }
 
     public struct WriteError: Error, CustomStringConvertible {
@@ -48,9 +51,11 @@ public final class OutputSink {
 
     public func flush() throws {
         var off = 0
-        defer { buffer.removeAll() }
-        while off < buffer.count {
-            let n = Glibc.write(fd, buffer.base + off, buffer.count - off)
+        defer { storage.pointee.removeAll() }
+        let total = storage.pointee.count
+        let base = storage.pointee.base
+        while off < total {
+            let n = Glibc.write(fd, base + off, total - off)
             if n < 0 {
                 if errno == EINTR { continue }
                 throw WriteError(errno: errno)

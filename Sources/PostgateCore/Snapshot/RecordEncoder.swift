@@ -25,11 +25,11 @@ public final class RecordEncoder {
 
     /// Per-column dispatch codes, so the hot loop never touches an indirect enum.
     enum Kind: UInt8 {
-        case integer, number, money, boolean, string, timestamp, timestamptz, time, timetz, array
+        case integer, number, money, boolean, string, plain, bytea, timestamp, timestamptz, time, timetz, array
     }
 
     let count: Int
-    let kinds: UnsafeMutablePointer<UInt8>
+    let kinds: UnsafeMutablePointer<Kind>
     let emitted: UnsafeMutablePointer<Bool>
     /// `"name":` per column (with a leading comma except before the first emitted column), contiguous.
     let keyBytes: UnsafeMutablePointer<UInt8>
@@ -37,10 +37,13 @@ public final class RecordEncoder {
     let keyLengths: UnsafeMutablePointer<Int>
     let arrayEncodings: [Int: ValueEncoding]
     let fieldNames: [[UInt8]]
-    let prefix: [UInt8]
-    var suffix: [UInt8] = []
-    var scratch = ByteBuffer(capacity: 4096)
-    var nulled: [Int] = []
+    let prefix: UnsafeMutableBufferPointer<UInt8>
+    /// `,"emitted_at":N}}\n`; `let` storage so the per-row path needs no exclusivity checks.
+    let suffix: UnsafeMutablePointer<UInt8>
+    let suffixLength: UnsafeMutablePointer<Int>
+    let scratch: UnsafeMutablePointer<ByteBuffer>
+    /// Columns nulled in the current row (NaN, Infinity).
+    let nulled: UnsafeMutablePointer<Int>
 
     /// Index of the column whose raw text is kept after each row (the cursor), if any.
     public let trackedColumn: Int?
@@ -70,9 +73,15 @@ public final class RecordEncoder {
             keyOffsets[i] = start
             keyLengths[i] = keys.count - start
             emitted[i] = c.emitted
-            kinds[i] = Self.kind(c.encoding).rawValue
+            kinds[i] = Self.kind(c.encoding)
             if case .array = c.encoding { arrays[i] = c.encoding }
         }
+        suffix = .allocate(capacity: 64)
+        suffixLength = .allocate(capacity: 1)
+        suffixLength.initialize(to: 0)
+        scratch = .allocate(capacity: 1)
+        scratch.initialize(to: ByteBuffer(capacity: 4096))
+        nulled = .allocate(capacity: max(1, count))
         keyBytes = .allocate(capacity: max(1, keys.count))
         keyBytes.initialize(from: keys, count: keys.count)
         arrayEncodings = arrays
@@ -82,7 +91,8 @@ public final class RecordEncoder {
         p.append(contentsOf: Array(#","stream":"#.utf8))
         JSONBytes.appendString(stream, to: &p)
         p.append(contentsOf: Array(#","data":{"#.utf8))
-        prefix = p
+        prefix = .allocate(capacity: p.count)
+        _ = prefix.initialize(from: p)
         refreshEmittedAt()
     }
 
@@ -92,7 +102,12 @@ public final class RecordEncoder {
         keyOffsets.deallocate()
         keyLengths.deallocate()
         keyBytes.deallocate()
+        scratch.pointee.deallocate()
         scratch.deallocate()
+        prefix.deallocate()
+        suffix.deallocate()
+        suffixLength.deallocate()
+        nulled.deallocate()
     }
 
     static func kind(_ e: ValueEncoding) -> Kind {
@@ -101,7 +116,9 @@ public final class RecordEncoder {
         case .number: return .number
         case .money: return .money
         case .boolean: return .boolean
-        case .string, .date: return .string
+        case .string: return .string
+        case .plain, .date: return .plain
+        case .bytea: return .bytea
         case .timestamp: return .timestamp
         case .timestamptz: return .timestamptz
         case .time: return .time
@@ -117,13 +134,14 @@ public final class RecordEncoder {
         s.append(#","emitted_at":"#)
         JSONBytes.appendInt(AirbyteMessage.nowMillis, to: &s)
         s.append("}}\n")
-        suffix = s.array
+        suffix.update(from: s.base, count: min(64, s.count))
+        suffixLength.pointee = min(64, s.count)
     }
 
     /// Appends the RECORD line for one COPY text row (which ends with a newline).
     public func encode(copyRow row: UnsafeRawBufferPointer, into out: inout ByteBuffer) throws(MalformedRow) {
-        prefix.withUnsafeBytes { out.append($0) }
-        if !nulled.isEmpty { nulled.removeAll(keepingCapacity: true) }
+        out.append(UnsafePointer(prefix.baseAddress!), prefix.count)
+        var nulledCount = 0
         let n = row.count
         guard let p = row.baseAddress?.assumingMemoryBound(to: UInt8.self), n > 0 else {
             throw MalformedRow(offset: 0, reason: "empty row")
@@ -136,6 +154,9 @@ public final class RecordEncoder {
             // Find the end of the field and whether it holds escapes.
             var end = pos
             var escaped = false
+            while end &+ 8 <= n && SWAR.hasCopySpecial(UnsafeRawPointer(p + end).loadUnaligned(as: UInt64.self)) == 0 {
+                end &+= 8
+            }
             while end < n {
                 let b = p[end]
                 if b == 0x09 || b == 0x0a { break }
@@ -153,18 +174,23 @@ public final class RecordEncoder {
                 if isEmitted { out.append("null") }
                 if c == trackedColumn { track(nil) }
             } else if escaped {
-                scratch.removeAll()
-                Self.unescape(UnsafeRawBufferPointer(start: p + pos, count: end - pos), into: &scratch)
-                emit(c, UnsafeRawBufferPointer(start: scratch.base, count: scratch.count), isEmitted, into: &out)
-            } else {
-                emit(c, UnsafeRawBufferPointer(start: p + pos, count: end - pos), isEmitted, into: &out)
+                scratch.pointee.removeAll()
+                Self.unescape(UnsafeRawBufferPointer(start: p + pos, count: end - pos), into: &scratch.pointee)
+                if !emit(c, UnsafeRawBufferPointer(start: scratch.pointee.base, count: scratch.pointee.count), isEmitted, into: &out) {
+                    nulled[nulledCount] = c
+                    nulledCount &+= 1
+                }
+            } else if !emit(c, UnsafeRawBufferPointer(start: p + pos, count: end - pos), isEmitted, into: &out) {
+                nulled[nulledCount] = c
+                nulledCount &+= 1
             }
             pos = end &+ 1
         }
         out.append(UInt8(ascii: "}"))
-        if !nulled.isEmpty {
+        if nulledCount > 0 {
             out.append(#","meta":{"changes":["#)
-            for (k, c) in nulled.enumerated() {
+            for k in 0..<nulledCount {
+                let c = nulled[k]
                 if k > 0 { out.append(UInt8(ascii: ",")) }
                 out.append(#"{"field":"#)
                 fieldNames[c].withUnsafeBytes { out.append($0) }
@@ -172,20 +198,27 @@ public final class RecordEncoder {
             }
             out.append("]}")
         }
-        suffix.withUnsafeBytes { out.append($0) }
+        out.append(UnsafePointer(suffix), suffixLength.pointee)
     }
 
+    /// Writes one value; false when it was replaced by null.
     @inline(__always)
-    private func emit(_ c: Int, _ v: UnsafeRawBufferPointer, _ isEmitted: Bool, into out: inout ByteBuffer) {
+    private func emit(_ c: Int, _ v: UnsafeRawBufferPointer, _ isEmitted: Bool, into out: inout ByteBuffer) -> Bool {
         if c == trackedColumn { track(v) }
-        guard isEmitted else { return }
-        switch Kind(rawValue: kinds[c])! {
+        guard isEmitted else { return true }
+        switch kinds[c] {
         case .integer:
             out.append(v)
         case .number:
-            if !ValueEncoding.number.append(v, to: &out) { nulled.append(c) }
+            return ValueEncoding.number.append(v, to: &out)
         case .string:
             JSONBytes.appendString(v, to: &out)
+        case .plain:
+            out.append(0x22)
+            out.append(v)
+            out.append(0x22)
+        case .bytea:
+            ValueText.appendBytea(v, to: &out)
         case .boolean:
             out.append(v.count > 0 && v[0] == UInt8(ascii: "t") ? "true" : "false")
         case .timestamp:
@@ -197,10 +230,11 @@ public final class RecordEncoder {
         case .timetz:
             ValueText.appendTime(v, zoned: true, to: &out)
         case .money:
-            if !ValueText.appendMoney(v, to: &out) { nulled.append(c) }
+            return ValueText.appendMoney(v, to: &out)
         case .array:
-            if !(arrayEncodings[c]?.append(v, to: &out) ?? true) { nulled.append(c) }
+            return arrayEncodings[c]?.append(v, to: &out) ?? true
         }
+        return true
     }
 
     private func track(_ v: UnsafeRawBufferPointer?) {

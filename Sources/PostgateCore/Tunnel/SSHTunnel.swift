@@ -216,8 +216,10 @@ private final class ForwardLoop {
         let deadAfter = Double(SSHTunnel.keepaliveInterval * 3 + 5)
         while true {
             var progress = false
-            if try drainWake() { return }
-            acceptClients()
+            if wakeReadable, try drainWake() { return }
+            if listenerReadable { acceptClients() }
+            wakeReadable = false
+            listenerReadable = false
             progress = try openChannels() || progress
             for c in clients where !c.dead { progress = try pump(c) || progress }
             reap()
@@ -374,6 +376,9 @@ private final class ForwardLoop {
     }
 
     var bulkMode = false
+    /// What the last poll reported for the listener and the wake pipe (true before the first poll).
+    var listenerReadable = true
+    var wakeReadable = true
     /// Bytes moved from the bastion to clients since the last wait.
     var lastMoved = 0
 
@@ -398,6 +403,8 @@ private final class ForwardLoop {
             if n == 0 { sshEvents |= Int16(POLLIN) }
             fds.append(pollfd(fd: session.socket, events: sshEvents, revents: 0))
             _ = poll(&fds, nfds_t(fds.count), Int32(min(1000, Int(nextKeepalive) * 1000)))
+            listenerReadable = fds[0].revents != 0
+            wakeReadable = fds[1].revents != 0
             if fds[2].revents & (Int16(POLLERR | POLLHUP | POLLNVAL) | pollRDHUP) != 0 {
                 throw lost("the bastion closed the connection")
             }
@@ -429,6 +436,8 @@ private final class ForwardLoop {
         }
         if bulkMode { timeout = 1 }
         _ = poll(&fds, nfds_t(fds.count), opening != nil ? 20 : timeout)
+        listenerReadable = fds[0].revents != 0
+        wakeReadable = fds[1].revents != 0
         if fds[2].revents & Int16(POLLERR | POLLNVAL) != 0 {
             throw lost("the connection to the bastion failed")
         }

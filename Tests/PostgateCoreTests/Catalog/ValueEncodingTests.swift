@@ -32,6 +32,14 @@ import Testing
         #expect(j(.string, "") == #""""#)
     }
 
+    @Test func plainAndByteaText() {
+        #expect(j(.plain, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11") == #""a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11""#)
+        #expect(j(.bytea, #"\x00ff"#) == #""\\x00ff""#)
+        #expect(j(.bytea, #"\x"#) == #""\\x""#)
+        #expect(ValueEncoding(PostgresType(name: "uuid", kind: "b", category: "U", declared: "uuid")) == .plain)
+        #expect(ValueEncoding(PostgresType(name: "bytea", kind: "b", category: "U", declared: "bytea")) == .bytea)
+    }
+
     @Test func datesAndTimes() {
         #expect(j(.date, "2024-02-29") == #""2024-02-29""#)
         #expect(j(.date, "0044-03-15 BC") == #""0044-03-15 BC""#)
