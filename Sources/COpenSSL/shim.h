@@ -14,6 +14,7 @@
 
 /* Macros Swift cannot import, as constants. */
 static const int postgate_EVP_PKEY_KEYPAIR = EVP_PKEY_KEYPAIR;
+static const unsigned long postgate_XN_FLAG_RFC2253 = XN_FLAG_RFC2253;
 #include <openssl/rsa.h>
 
 /* Builds an RSA EVP_PKEY from OpenSSH's private-key fields (n, e, d, iqmp, p, q);

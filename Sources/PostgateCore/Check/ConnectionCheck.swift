@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 
 /// Runs `check`: walks the connection step by step and says which step failed and
@@ -90,6 +91,9 @@ public struct ConnectionCheck {
                     : "is NOT pinned; to refuse any other key set tunnel_method.tunnel_host_key to \"\(t.hostKey.fingerprint)\"."))
             }
             conn = try factory.connect()
+        } catch let e as KeyError {
+            report.failures.append(Finding(step: .tls, message: e.description))
+            return report
         } catch let e as TunnelError {
             report.failures.append(Finding(step: .tunnel, message: e.description))
             return report
@@ -111,6 +115,23 @@ public struct ConnectionCheck {
             transport += " (sslmode=\(config.ssl.mode.rawValue) allowed a plain connection)"
         }
         report.notes.append("Connected to PostgreSQL \(version) at \(config.host):\(config.port), database \"\(config.database)\", as \"\(config.username)\" \(transport).")
+        if let cert = conn.peerCertificate() {
+            var line = "Server certificate: \(cert.subject)"
+            if let end = cert.notAfter {
+                let days = Int(end.timeIntervalSinceNow / 86_400)
+                line += ", expires \(Self.isoDate(end))"
+                if end.timeIntervalSinceNow < 0 {
+                    line += " (EXPIRED)"
+                } else if days < 30 {
+                    line += " (WARNING: in \(days) days; renew it before connections start failing)"
+                    logger.warning("the database server certificate \(cert.subject) expires in \(days) days (\(Self.isoDate(end)))")
+                }
+            }
+            if !config.ssl.mode.verifiesCertificate {
+                line += "; not verified (sslmode=\(config.ssl.mode.rawValue): the connection is encrypted but the server is not authenticated)"
+            }
+            report.notes.append(line + ".")
+        }
 
         // 3. Read access to the selected schemas.
         do {
@@ -235,6 +256,12 @@ public struct ConnectionCheck {
         if report.failures.isEmpty {
             report.notes.append("CDC: wal_level is logical, slot \"\(cdc.replicationSlot)\" uses pgoutput, and the user may replicate.")
         }
+    }
+
+    static func isoDate(_ d: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withFullDate]
+        return f.string(from: d)
     }
 
     /// Turns a libpq connection failure into the step that failed and the setting to check.

@@ -27,8 +27,28 @@ public final class ConnectionFactory {
         try writeTLSMaterial()
     }
 
+    /// Checks inline TLS material before any connection: each PEM parses, the client key opens
+    /// with its password and belongs to the client certificate. Errors name the setting.
+    static func validateTLSMaterial(_ ssl: SSLSettings) throws(KeyError) {
+        guard ssl.mode != .disable else { return }
+        if let ca = ssl.caCertificate { _ = try Certificate.pemChain(ca, setting: "ssl_mode.ca_certificate") }
+        if let certText = ssl.clientCertificate, let keyText = ssl.clientKey {
+            let cert = try Certificate.pemChain(certText, setting: "ssl_mode.client_certificate")[0]
+            let key: PrivateKey
+            do {
+                key = try PrivateKey.pem(keyText.exposedValue, passphrase: ssl.clientKeyPassword, setting: "ssl_mode.client_key")
+            } catch .wrongPassphrase {
+                throw .wrongPassphrase(setting: "ssl_mode.client_key_password")
+            }
+            guard cert.matches(key) else {
+                throw .unsupported(setting: "ssl_mode.client_key", detail: "the key does not belong to the certificate in `ssl_mode.client_certificate`")
+            }
+        }
+    }
+
     private func writeTLSMaterial() throws {
         let ssl = config.ssl
+        try Self.validateTLSMaterial(ssl)
         guard ssl.mode != .disable, ssl.caCertificate != nil || ssl.clientCertificate != nil else { return }
         let files = try PrivateFiles()
         self.files = files

@@ -1,4 +1,5 @@
 import CLibPQ
+import COpenSSL
 import Foundation
 import Logging
 
@@ -76,6 +77,13 @@ public final class PGConnection {
     public func tlsAttribute(_ name: String) -> String? {
         guard let p = PQsslAttribute(handle, name) else { return nil }
         return String(cString: p)
+    }
+
+    /// The server's TLS certificate, if the connection uses TLS.
+    public func peerCertificate() -> Certificate? {
+        guard let ssl = PQsslStruct(handle, "OpenSSL") else { return nil }
+        guard let x = SSL_get1_peer_certificate(OpaquePointer(ssl)) else { return nil }
+        return Certificate(x)
     }
 
     /// Quotes a name for use as an SQL identifier.

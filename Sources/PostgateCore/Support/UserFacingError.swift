@@ -33,3 +33,8 @@ public enum ConnectionSetupError: Error, UserFacingError, CustomStringConvertibl
     public var userMessage: String { description }
     public var failureType: String { "config_error" }
 }
+
+extension KeyError: UserFacingError {
+    public var userMessage: String { description }
+    public var failureType: String { "config_error" }
+}
