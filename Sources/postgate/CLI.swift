@@ -11,6 +11,11 @@ enum CLI {
 
     /// On SIGINT/SIGTERM, removes inline key material before exiting.
     static func installSignalCleanup() {
+        // A parent may have blocked these signals (the mask is inherited); a CLI must still stop on them.
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, sig) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         for sig in [SIGINT, SIGTERM, SIGHUP] {
             signal(sig) { s in
                 PrivateFilesRegistry.shared.removeAll()
@@ -28,6 +33,8 @@ enum CLI {
 
     /// Reports a failure on stdout (TRACE) and stderr, and exits with status 1.
     static func fail(message: String, failureType: String) -> Never {
+        // exit() skips deinitializers: remove inline key material explicitly.
+        PrivateFilesRegistry.shared.removeAll()
         emitTrace(message: message, failureType: failureType)
         FileHandle.standardError.write(Data("postgate: error: \(message)\n".utf8))
         exit(1)

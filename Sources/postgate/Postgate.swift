@@ -21,6 +21,7 @@ struct Postgate: ParsableCommand {
             try command.run()
         } catch {
             TunnelManager.shared.shutdown()
+            PrivateFilesRegistry.shared.removeAll()
             if exitCode(for: error) == .success { exit(withError: error) }
             if let e = error as? UserFacingError {
                 CLI.fail(message: e.userMessage, failureType: e.failureType)

@@ -91,6 +91,9 @@ public struct ConnectionCheck {
                     : "is NOT pinned; to refuse any other key set tunnel_method.tunnel_host_key to \"\(t.hostKey.fingerprint)\"."))
             }
             conn = try factory.connect()
+        } catch let e as EntraError {
+            report.failures.append(Finding(step: .authentication, message: e.description))
+            return report
         } catch let e as KeyError {
             report.failures.append(Finding(step: .tls, message: e.description))
             return report

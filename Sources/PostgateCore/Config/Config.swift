@@ -182,8 +182,9 @@ extension PostgateConfig {
 
         var entra: EntraSettings?
         if try r.bool("entra_service_principal_auth", default: false) {
-            guard password != nil else {
-                throw .invalid(path: "password", reason: "must hold the Entra client secret when `entra_service_principal_auth` is true")
+            let hasCertificate = r.has("entra_client_certificate") && r.has("entra_client_key")
+            guard password != nil || hasCertificate else {
+                throw .invalid(path: "password", reason: "must hold the Entra client secret when `entra_service_principal_auth` is true (or set `entra_client_certificate` and `entra_client_key`)")
             }
             let authority = try r.string("entra_authority_host") ?? "https://login.microsoftonline.com"
             guard authority.hasPrefix("https://") else {

@@ -100,6 +100,12 @@ public enum Digests {
         return out
     }
 
+    public static func sha1(_ bytes: [UInt8]) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: 20)
+        bytes.withUnsafeBufferPointer { b in out.withUnsafeMutableBufferPointer { _ = SHA1(b.baseAddress, b.count, $0.baseAddress) } }
+        return out
+    }
+
     /// OpenSSH's fingerprint form: `SHA256:` + unpadded base64.
     public static func openSSHFingerprint(_ blob: [UInt8]) -> String {
         var b64 = Data(sha256(blob)).base64EncodedString()

@@ -9,14 +9,17 @@ public final class ConnectionFactory {
     private var files: PrivateFiles?
     private var tlsPaths: [(String, String)] = []
 
+    /// With Entra authentication, the source of the database password.
+    private var tokens: EntraTokenProvider?
+
     /// Seconds libpq waits for the server before giving up.
     public var connectTimeoutSeconds = 10
 
     public init(config: PostgateConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
-        if config.entra != nil {
-            throw ConnectionSetupError.notSupportedYet(setting: "entra_service_principal_auth", what: "Entra authentication")
+        if let entra = config.entra {
+            tokens = try EntraTokenProvider.shared(entra, secret: config.password, logger: logger)
         }
         for p in config.jdbcURLParams where !["connectTimeout", "options"].contains(p.key) {
             logger.warning("jdbc_url_params: `\(p.key)` has no libpq equivalent and is ignored")
@@ -76,7 +79,7 @@ public final class ConnectionFactory {
     /// The libpq keywords for a connection. `replication` asks for a logical replication connection.
     /// Through a tunnel, libpq dials the local forward (`hostaddr`) while `host` stays the database's
     /// name, so verify-full checks the certificate against the real name.
-    public func parameters(replication: Bool = false, forwardPort: Int? = nil) -> [(String, String)] {
+    public func parameters(replication: Bool = false, forwardPort: Int? = nil, password: Secret? = nil) -> [(String, String)] {
         var options = "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3"
         if let extra = config.jdbcURLParams.first(where: { $0.key == "options" }) { options += " " + extra.value }
         var p: [(String, String)] = [
@@ -98,7 +101,7 @@ public final class ConnectionFactory {
             p.append(("hostaddr", "127.0.0.1"))
             p[1] = ("port", String(forwardPort))
         }
-        if let password = config.password { p.append(("password", password.exposedValue)) }
+        if let password = password ?? (config.entra == nil ? config.password : nil) { p.append(("password", password.exposedValue)) }
         // Never let libpq read a password or service from the environment or ~/.pgpass silently.
         p.append(("passfile", "/dev/null"))
         p.append(contentsOf: tlsPaths)
@@ -114,8 +117,10 @@ public final class ConnectionFactory {
     /// Opens a connection with the session settings Postgate relies on, through the tunnel if configured.
     public func connect(replication: Bool = false) throws -> PGConnection {
         let tunnel = try openTunnel()
+        // With Entra, each new connection asks for a token; the provider hands out a cached one until it nears expiry.
+        let password = try tokens?.token()
         do {
-            return try PGConnection(parameters: parameters(replication: replication, forwardPort: tunnel?.localPort), logger: logger)
+            return try PGConnection(parameters: parameters(replication: replication, forwardPort: tunnel?.localPort, password: password), logger: logger)
         } catch {
             throw translate(error)
         }

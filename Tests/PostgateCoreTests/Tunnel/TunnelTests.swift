@@ -119,7 +119,7 @@ import Testing
 
     @Test func manyConnectionsShareOneTunnelAndADeadTunnelIsRebuilt() throws {
         let lab = try Lab.load()
-        let config = try PostgateConfig.parse(.object(lab.tunnelConfig(.ed25519, user: lab["SSH_KILL_USER"]))).config
+        let config = try PostgateConfig.parse(.object(lab.tunnelConfig(.ed25519, user: lab["SSH_DROP_USER"]))).config
         let manager = TunnelManager()
         let settings = try #require(config.tunnel)
         let t1 = try manager.tunnel(for: settings, targetHost: config.host, targetPort: config.port, logger: Logger(label: "test"))
@@ -130,7 +130,7 @@ import Testing
         let conns = try (0..<4).map { _ in try PGConnection(parameters: factory.parameters(forwardPort: t1.localPort), logger: Logger(label: "test")) }
         for (k, c) in conns.enumerated() { #expect(try c.query("SELECT \(k) + 1").string(0, 0) == String(k + 1)) }
         // The bastion drops the session: the tunnel notices promptly and the next request rebuilds it.
-        try Lab.script(["kill-bastion-sessions", lab["SSH_KILL_USER"]])
+        try Lab.script(["kill-bastion-sessions", lab["SSH_DROP_USER"]])
         let start = Date()
         while t1.isAlive && Date().timeIntervalSince(start) < 10 { Thread.sleep(forTimeInterval: 0.05) }
         #expect(!t1.isAlive, "a dropped session is noticed within seconds")
