@@ -5,7 +5,8 @@ Serves POST /{tenant}/oauth2/v2.0/token over HTTPS on 127.0.0.1 with the lab's s
 Accepts one tenant and client id, with either the client secret or an RS256 client assertion
 signed by the registered certificate. Each issued token lives TOKEN_LIFETIME seconds and becomes
 the PostgreSQL password of ROLE (set through the admin connection), so an expired token stops
-working. Issued tokens are appended to TOKENS_FILE so tests can scan output for them.
+working. Issued tokens are appended to TOKENS_FILE (and POSTGATE_TOKEN_LOG, if set, which
+scripts/test scans the whole suite's output for) so no token can appear in any output unnoticed.
 
 Environment: PORT_FILE, CERT, KEY, TENANT, CLIENT_ID, CLIENT_SECRET, CLIENT_CERT (optional PEM
 path), TOKEN_LIFETIME, ROLE, ADMIN_CONNINFO, ADMIN_PASSWORD, TOKENS_FILE.
@@ -76,8 +77,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
         with lock:
             token = "tok-" + secrets.token_hex(24)
             set_password(token)
-            with open(env["TOKENS_FILE"], "a") as f:
-                f.write(token + "\n")
+            for path in (env["TOKENS_FILE"], env.get("POSTGATE_TOKEN_LOG")):
+                if path:
+                    with open(path, "a") as f:
+                        f.write(token + "\n")
         self.reply(200, {"token_type": "Bearer", "expires_in": LIFETIME, "ext_expires_in": LIFETIME, "access_token": token})
 
     def log_message(self, *args):
