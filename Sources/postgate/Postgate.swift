@@ -112,29 +112,46 @@ struct Read: ParsableCommand {
         let config = try options.load(logger: logger)
         let streams = try ConfiguredCatalog.parse(try InputFile.json(catalog), file: catalog)
         var states: [String: StreamState] = [:]
-        if let state { states = try InputState.parse(try InputFile.bytes(state), file: state) }
+        var cdcState: CDCState?
+        if let state {
+            let bytes = try InputFile.bytes(state)
+            states = try InputState.parse(bytes, file: state)
+            cdcState = try CDCState.parse(bytes, file: state)
+        }
 
         let factory = try ConnectionFactory(config: config, logger: logger)
         defer { factory.close() }
         do {
-            try read(config: config, streams: streams, states: states, factory: factory, logger: logger)
+            try read(config: config, streams: streams, states: states, cdcState: cdcState, factory: factory, logger: logger)
         } catch {
             throw factory.translate(error)
         }
     }
 
-    private func read(config: PostgateConfig, streams: [ConfiguredStream], states: [String: StreamState], factory: ConnectionFactory, logger: Logger) throws {
+    private func read(config: PostgateConfig, streams: [ConfiguredStream], states: [String: StreamState], cdcState: CDCState?,
+                      factory: ConnectionFactory, logger: Logger) throws {
         let conn = try factory.connect()
         let namespaces = Array(Set(streams.map(\.namespace))).sorted()
         let discovered = try Discovery.discover(conn, schemas: namespaces)
         let byName = Dictionary(discovered.map { ("\($0.schema).\($0.name)", $0) }, uniquingKeysWith: { a, _ in a })
         let out = OutputSink()
         let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
+        var changeStreams: [(ConfiguredStream, DiscoveredStream)] = []
         for cs in streams {
             guard let ds = byName[cs.label] else {
                 throw SnapshotReader.ReadError(message: "stream \(cs.label) is not a readable table, view or materialized view (it may have been dropped, or SELECT was revoked); run discover again")
             }
+            if case .cdc = config.replication, cs.syncMode == .incremental {
+                guard ds.kind == .table || ds.kind == .partitionedTable else {
+                    throw SnapshotReader.ReadError(message: "stream \(cs.label) is a \(ds.kind.label); CDC captures tables only, so configure it as full_refresh")
+                }
+                changeStreams.append((cs, ds))
+                continue
+            }
             try reader.read(cs, ds, state: states[cs.label])
+        }
+        if case .cdc(let cdc) = config.replication, !changeStreams.isEmpty {
+            try CDCReader(factory: factory, config: config, cdc: cdc, out: out, logger: logger).run(changeStreams, state: cdcState)
         }
         try out.flush()
     }

@@ -158,3 +158,74 @@ extension PGConnection {
         if let serverError { throw serverError }
     }
 }
+
+extension PGConnection {
+    /// Starts a COPY BOTH stream (START_REPLICATION on a replication connection).
+    public func startCopyBoth(_ sql: String) throws {
+        guard let r = PQexec(handle, sql) else { throw lastError(kind: .client) }
+        let result = PGResult(r)
+        guard PQresultStatus(r) == PGRES_COPY_BOTH else {
+            throw PGResult.error(from: result.handle, kind: PQstatus(handle) == CONNECTION_OK ? .server : .client)
+        }
+    }
+
+    /// Waits up to `timeout` seconds for one CopyData message and hands it to `body`.
+    /// Returns false when nothing arrived in time; throws when the stream ends or fails.
+    public func receiveCopyData(timeout: Double, _ body: (UnsafeRawBufferPointer) throws -> Void) throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            var buffer: UnsafeMutablePointer<CChar>?
+            let n = PQgetCopyData(handle, &buffer, 1)
+            if n > 0, let b = buffer {
+                defer { PQfreemem(b) }
+                try body(UnsafeRawBufferPointer(start: b, count: Int(n)))
+                return true
+            }
+            if n == -1 {
+                var failure: PostgresError?
+                while let r = PQgetResult(handle) {
+                    let res = PGResult(r)
+                    if PQresultStatus(r) != PGRES_COMMAND_OK && failure == nil { failure = PGResult.error(from: res.handle, kind: .server) }
+                }
+                throw failure ?? PostgresError(kind: .client, message: "the server ended the replication stream")
+            }
+            if n == -2 { throw lastError(kind: .client) }
+            let left = deadline.timeIntervalSinceNow
+            if left <= 0 { return false }
+            var pfd = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
+            _ = poll(&pfd, 1, Int32(max(1, min(left, 1.0) * 1000)))
+            if PQconsumeInput(handle) == 0 { throw lastError(kind: .client) }
+        }
+    }
+
+    /// Sends one CopyData message and flushes it.
+    public func sendCopyData(_ bytes: [UInt8]) throws {
+        let rc = bytes.withUnsafeBufferPointer { b in
+            b.withMemoryRebound(to: CChar.self) { PQputCopyData(handle, $0.baseAddress, Int32($0.count)) }
+        }
+        guard rc == 1, PQflush(handle) == 0 else { throw lastError(kind: .client) }
+    }
+
+    /// Ends a COPY BOTH stream from this side. What the server still has in flight is drained for
+    /// at most a second; a stream that keeps coming is left for the connection's close to end.
+    public func endCopyBoth() {
+        guard PQputCopyEnd(handle, nil) == 1 else { return }
+        _ = PQflush(handle)
+        let deadline = Date().addingTimeInterval(1)
+        while Date() < deadline {
+            var buffer: UnsafeMutablePointer<CChar>?
+            let n = PQgetCopyData(handle, &buffer, 1)
+            if let b = buffer { PQfreemem(b) }
+            if n == -1 {
+                while let r = PQgetResult(handle) { PQclear(r) }
+                return
+            }
+            if n < -1 { return }
+            if n == 0 {
+                var pfd = pollfd(fd: PQsocket(handle), events: Int16(POLLIN), revents: 0)
+                _ = poll(&pfd, 1, 50)
+                if PQconsumeInput(handle) == 0 { return }
+            }
+        }
+    }
+}

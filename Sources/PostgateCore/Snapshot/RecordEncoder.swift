@@ -52,7 +52,11 @@ public final class RecordEncoder {
     /// Whether the tracked value differs from the previous row's.
     public private(set) var trackedChanged = false
 
-    public init(namespace: String, stream: String, columns: [Column], trackedColumn: Int? = nil) {
+    /// Fixed members appended to every record's data (e.g. `,"_ab_cdc_lsn":…`), starting with a comma.
+    let dataSuffix: [UInt8]
+
+    public init(namespace: String, stream: String, columns: [Column], trackedColumn: Int? = nil, dataSuffix: [UInt8] = []) {
+        self.dataSuffix = dataSuffix
         count = columns.count
         self.trackedColumn = trackedColumn
         kinds = .allocate(capacity: max(1, count))
@@ -186,6 +190,7 @@ public final class RecordEncoder {
             }
             pos = end &+ 1
         }
+        if !dataSuffix.isEmpty { dataSuffix.withUnsafeBytes { out.append($0) } }
         out.append(UInt8(ascii: "}"))
         if nulledCount > 0 {
             out.append(#","meta":{"changes":["#)

@@ -260,7 +260,20 @@ public final class SnapshotReader {
     }
 
     /// The SELECT list and record encoder for the configured columns (plus a tracked cursor column).
-    func makePlan(_ cs: ConfiguredStream, _ ds: DiscoveredStream, tracking: String?) throws -> Plan {
+    /// Reads a whole relation in one COPY inside the caller's transaction (the CDC snapshot), adding
+    /// `dataSuffix` to each record. Returns the number of records.
+    public func copyAll(_ cs: ConfiguredStream, _ ds: DiscoveredStream, dataSuffix: [UInt8]) throws -> Int64 {
+        var plan = try makePlan(cs, ds, tracking: nil, dataSuffix: dataSuffix)
+        var rows: Int64 = 0
+        try conn.copyOut("COPY (SELECT \(plan.selectList) FROM \(qualified(ds))) TO STDOUT") { row in
+            try out.append { buf in try plan.encoder.encode(copyRow: row, into: &buf) }
+            rows += 1
+            if rows & 4095 == 0 { plan.encoder.refreshEmittedAt() }
+        }
+        return rows
+    }
+
+    func makePlan(_ cs: ConfiguredStream, _ ds: DiscoveredStream, tracking: String?, dataSuffix: [UInt8] = []) throws -> Plan {
         let byName = Dictionary(ds.columns.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var chosen: [DiscoveredStream.Column] = []
         if let selected = cs.selectedColumns {
@@ -292,7 +305,7 @@ public final class SnapshotReader {
         }
         if exprs.isEmpty { throw ReadError(message: "stream \(cs.label): no columns selected") }
         return Plan(selectList: exprs.joined(separator: ", "),
-                    encoder: RecordEncoder(namespace: ds.schema, stream: ds.name, columns: columns, trackedColumn: trackedIndex))
+                    encoder: RecordEncoder(namespace: ds.schema, stream: ds.name, columns: columns, trackedColumn: trackedIndex, dataSuffix: dataSuffix))
     }
 
     /// money prints in the server's locale; it is read as numeric so the digits are exact and portable.
