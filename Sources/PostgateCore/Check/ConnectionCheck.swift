@@ -196,7 +196,10 @@ public struct ConnectionCheck {
                 fix: "ALTER ROLE \(user) WITH REPLICATION; (on RDS: GRANT rds_replication TO \(user);)"))
         }
         let slotLiteral = PGConnection.quoteLiteral(cdc.replicationSlot)
-        let slot = try conn.query("SELECT plugin, slot_type, database FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", [cdc.replicationSlot])
+        let slot = try conn.query("""
+            SELECT plugin, slot_type, database, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 AS retained
+            FROM pg_catalog.pg_replication_slots WHERE slot_name = $1
+            """, [cdc.replicationSlot])
         if slot.rowCount == 0 {
             report.failures.append(Finding(
                 step: .replication, message: "replication slot \"\(cdc.replicationSlot)\" does not exist.", setting: "replication_method.replication_slot",
@@ -209,6 +212,15 @@ public struct ConnectionCheck {
                     step: .replication, message: "replication slot \"\(cdc.replicationSlot)\" uses plugin \"\(plugin)\"; Postgate needs a logical slot with pgoutput.",
                     setting: "replication_method.replication_slot",
                     fix: "SELECT pg_drop_replication_slot(\(slotLiteral)); SELECT pg_create_logical_replication_slot(\(slotLiteral), 'pgoutput');"))
+            }
+            if let retained = slot.int(0, "retained") {
+                let mb = Double(retained) / 1_048_576
+                var note = String(format: "Slot \"%@\" retains %.1f MiB of WAL.", cdc.replicationSlot, mb)
+                if retained > Self.walRetentionWarning {
+                    note += " WARNING: that is a lot; sync more often, or set heartbeat_action_query so an idle slot can advance."
+                    logger.warning("replication slot \(cdc.replicationSlot) retains \(Int(mb)) MiB of WAL")
+                }
+                report.notes.append(note)
             }
             if db != config.database {
                 report.failures.append(Finding(
@@ -260,6 +272,9 @@ public struct ConnectionCheck {
             report.notes.append("CDC: wal_level is logical, slot \"\(cdc.replicationSlot)\" uses pgoutput, and the user may replicate.")
         }
     }
+
+    /// WAL retained by the slot past which `check` warns (1 GiB).
+    static let walRetentionWarning: Int64 = 1 << 30
 
     static func isoDate(_ d: Date) -> String {
         let f = ISO8601DateFormatter()

@@ -109,7 +109,10 @@ public final class CDCReader {
         let repl = try factory.connect(replication: true)
         let start = current.lsn
         let publication = PGConnection.quoteLiteral(PGConnection.quoteIdentifier(cdc.publication))
-        try repl.startCopyBoth("START_REPLICATION SLOT \(PGConnection.quoteIdentifier(cdc.replicationSlot)) LOGICAL \(start) (\"proto_version\" '1', \"publication_names\" \(publication), \"messages\" 'true')")
+        // Protocol 2 where the server has it (PostgreSQL 14+); in-progress streaming stays off, so
+        // transactions arrive whole, at their commit, one change at a time.
+        let proto = repl.serverVersion >= 140_000 ? 2 : 1
+        try repl.startCopyBoth("START_REPLICATION SLOT \(PGConnection.quoteIdentifier(cdc.replicationSlot)) LOGICAL \(start) (\"proto_version\" '\(proto)', \"publication_names\" \(publication), \"messages\" 'true')")
         defer { repl.endCopyBoth() }
         // The previous run's state was durably taken by then: confirm it so the slot can release WAL.
         var confirmedToSlot = start
