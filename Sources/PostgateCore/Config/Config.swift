@@ -54,6 +54,10 @@ public struct CDCSettings: Sendable {
     public var heartbeatActionQuery: String?
     public var invalidCursorBehaviour: InvalidCursorBehaviour
     public var initialLoadTimeoutHours: Int
+    /// Opt-in: create the slot when it is missing, and take the first snapshot from it.
+    public var createSlot: Bool = false
+    /// Opt-in: give tables with neither a primary key nor a replica identity REPLICA IDENTITY FULL.
+    public var setReplicaIdentity: Bool = false
 }
 
 /// How incremental changes are found (`replication_method`).
@@ -340,7 +344,9 @@ extension PostgateConfig {
                 invalidCursorBehaviour: try m.choice("invalid_cdc_cursor_position_behavior", [
                     (["Fail sync"], .failSync), (["Re-sync data"], .resync),
                 ], default: .failSync),
-                initialLoadTimeoutHours: try m.int("initial_load_timeout_hours", default: 8, range: 1...168)))
+                initialLoadTimeoutHours: try m.int("initial_load_timeout_hours", default: 8, range: 1...168),
+                createSlot: try m.bool("create_slot", default: false),
+                setReplicaIdentity: try m.bool("set_replica_identity", default: false)))
         }
     }
 }

@@ -63,7 +63,9 @@ public enum ConnectorSpec {
               "lsn_commit_behaviour": {"type": "string", "title": "LSN commit behaviour", "enum": ["While reading Data", "After loading Data in the destination"], "default": "After loading Data in the destination", "order": 6},
               "heartbeat_action_query": {"type": "string", "title": "Debezium heartbeat query (Advanced)", "default": "", "order": 7},
               "invalid_cdc_cursor_position_behavior": {"type": "string", "title": "Invalid CDC position behavior (Advanced)", "enum": ["Fail sync", "Re-sync data"], "default": "Fail sync", "order": 8},
-              "initial_load_timeout_hours": {"type": "integer", "title": "Initial Load Timeout in Hours (Advanced)", "default": 8, "minimum": 1, "maximum": 168, "order": 9}}},
+              "initial_load_timeout_hours": {"type": "integer", "title": "Initial Load Timeout in Hours (Advanced)", "default": 8, "minimum": 1, "maximum": 168, "order": 9},
+              "create_slot": {"type": "boolean", "title": "Create the slot if missing", "description": "Opt-in: create the replication slot when it does not exist and take the first snapshot from it.", "default": false, "order": 10},
+              "set_replica_identity": {"type": "boolean", "title": "Set REPLICA IDENTITY FULL where missing", "description": "Opt-in: tables with neither a primary key nor a replica identity get REPLICA IDENTITY FULL (needs table ownership).", "default": false, "order": 11}}},
             {"title": "Detect Changes with Xmin System Column", "required": ["method"], "properties": {"method": {"type": "string", "const": "Xmin", "order": 0}}},
             {"title": "Scan Changes with User Defined Cursor", "required": ["method"], "properties": {"method": {"type": "string", "const": "Standard", "order": 0}}}
           ]

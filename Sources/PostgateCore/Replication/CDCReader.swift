@@ -40,16 +40,25 @@ public final class CDCReader {
     public func run(_ streams: [(ConfiguredStream, DiscoveredStream)], state: CDCState?) throws {
         let conn = try factory.connect()
         let all = streams.map { Stream(configured: $0.0, discovered: $0.1) }
+        for s in all {
+            try out.emit(AirbyteMessage.streamStatus(namespace: s.discovered.schema, name: s.discovered.name, status: "STARTED"))
+        }
         let slotName = cdc.replicationSlot
-        let slot = try conn.query("SELECT confirmed_flush_lsn::text AS c, plugin, database FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", [slotName])
+        try ensureReplicaIdentity(all, conn: conn)
+        var slot = try conn.query("SELECT confirmed_flush_lsn::text AS c, plugin, database FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", [slotName])
+        if slot.rowCount == 0 && cdc.createSlot && state == nil {
+            // The slot's exported snapshot is exactly its start: no filter is needed.
+            try createSlotAndSnapshot(all, conn: conn)
+            slot = try conn.query("SELECT confirmed_flush_lsn::text AS c, plugin, database FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", [slotName])
+        }
         guard slot.rowCount == 1 else {
-            throw SnapshotReader.ReadError(message: "replication slot \"\(slotName)\" does not exist; create it with SELECT pg_create_logical_replication_slot(\(PGConnection.quoteLiteral(slotName)), 'pgoutput'); (postgate check explains every CDC prerequisite)")
+            throw SnapshotReader.ReadError(message: "replication slot \"\(slotName)\" does not exist; create it with SELECT pg_create_logical_replication_slot(\(PGConnection.quoteLiteral(slotName)), 'pgoutput'); or set replication_method.create_slot (postgate check explains every CDC prerequisite)")
         }
         guard slot.string(0, "plugin") == "pgoutput" else {
             throw SnapshotReader.ReadError(message: "replication slot \"\(slotName)\" uses plugin \(slot.string(0, "plugin") ?? "?"); Postgate needs pgoutput")
         }
         let confirmed = slot.string(0, "c").flatMap(LSN.init) ?? LSN(0)
-        var current = state ?? CDCState(lsn: confirmed, filters: [], snapshotted: [])
+        var current = state ?? createdState ?? CDCState(lsn: confirmed, filters: [], snapshotted: [])
         if let s = state, s.lsn < confirmed {
             let why = "the saved position \(s.lsn) is behind the slot's confirmed position \(confirmed): the changes in between were released by the slot and cannot be read again"
             switch cdc.invalidCursorBehaviour {
@@ -63,9 +72,6 @@ public final class CDCReader {
         // A position before the slot's start is served from the slot's start.
         if current.lsn < confirmed { current.lsn = confirmed }
 
-        for s in all where current.snapshotted.contains(s.key) {
-            try out.emit(AirbyteMessage.streamStatus(namespace: s.discovered.schema, name: s.discovered.name, status: "STARTED"))
-        }
         // 1. Initial snapshots of streams that have none, in one snapshot whose visibility filters the stream.
         let need = all.filter { !current.snapshotted.contains($0.key) }
         if !need.isEmpty {
@@ -79,17 +85,7 @@ public final class CDCReader {
                 throw SnapshotReader.ReadError(message: "CDC: unexpected snapshot text \(text)")
             }
             let xip = parts[2].split(separator: ",").compactMap { UInt64($0) }
-            let when = (try conn.query("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").string(0, 0)) ?? ""
-            var suffix: [UInt8] = Array(#","_ab_cdc_lsn":"#.utf8) + Array(String(snapLSN.value).utf8)
-            suffix += Array(#","_ab_cdc_updated_at":"#.utf8)
-            JSONBytes.appendString(when, to: &suffix)
-            suffix += Array(#","_ab_cdc_deleted_at":null"#.utf8)
-            let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
-            for s in need {
-                try out.emit(AirbyteMessage.streamStatus(namespace: s.discovered.schema, name: s.discovered.name, status: "STARTED"))
-                let n = try reader.copyAll(s.configured, s.discovered, dataSuffix: suffix)
-                log(.info, "CDC: initial snapshot of \(s.key): \(n) rows at \(snapLSN)")
-            }
+            try snapshot(need, conn: conn, lsn: snapLSN)
             try conn.query("COMMIT")
             current.filters.append(CDCState.SnapshotFilter(xmin: xmin, xmax: xmax, inProgress: xip, lsn: snapLSN, streams: need.map(\.key)))
             current.snapshotted.formUnion(need.map(\.key))
@@ -203,6 +199,59 @@ public final class CDCReader {
         }
         try emitState(current)
         _ = start
+    }
+
+    /// State after a slot was created here with its snapshot read (nil otherwise).
+    private var createdState: CDCState?
+
+    /// Creates the slot on a replication connection, exporting its snapshot, and reads every
+    /// stream inside that snapshot: the changes then start exactly where the snapshot ends.
+    private func createSlotAndSnapshot(_ all: [Stream], conn: PGConnection) throws {
+        let repl = try factory.connect(replication: true)
+        let r = try repl.query("CREATE_REPLICATION_SLOT \(PGConnection.quoteIdentifier(cdc.replicationSlot)) LOGICAL pgoutput (SNAPSHOT 'export')")
+        guard let name = r.string(0, "snapshot_name"), let point = r.string(0, "consistent_point").flatMap(LSN.init) else {
+            throw SnapshotReader.ReadError(message: "CDC: creating the replication slot returned no snapshot")
+        }
+        log(.info, "CDC: created replication slot \(cdc.replicationSlot) at \(point); reading the streams in its snapshot")
+        try conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try conn.query("SET TRANSACTION SNAPSHOT \(PGConnection.quoteLiteral(name))")
+        try snapshot(all, conn: conn, lsn: point)
+        try conn.query("COMMIT")
+        createdState = CDCState(lsn: point, filters: [], snapshotted: Set(all.map(\.key)))
+        try emitState(createdState!)
+    }
+
+    /// Reads each stream in full inside the current transaction, as CDC records at `lsn`.
+    private func snapshot(_ streams: [Stream], conn: PGConnection, lsn: LSN) throws {
+        let when = (try conn.query("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").string(0, 0)) ?? ""
+        var suffix: [UInt8] = Array(#","_ab_cdc_lsn":"#.utf8) + Array(String(lsn.value).utf8)
+        suffix += Array(#","_ab_cdc_updated_at":"#.utf8)
+        JSONBytes.appendString(when, to: &suffix)
+        suffix += Array(#","_ab_cdc_deleted_at":null"#.utf8)
+        let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
+        for s in streams {
+            let n = try reader.copyAll(s.configured, s.discovered, dataSuffix: suffix)
+            log(.info, "CDC: initial snapshot of \(s.key): \(n) rows at \(lsn)")
+        }
+    }
+
+    /// Tables with neither a primary key nor a replica identity cannot publish updates or deletes.
+    private func ensureReplicaIdentity(_ all: [Stream], conn: PGConnection) throws {
+        for s in all where s.discovered.primaryKey.isEmpty {
+            let r = try conn.query("SELECT relreplident::text AS r FROM pg_catalog.pg_class WHERE oid = $1", [String(s.discovered.oid)])
+            guard r.string(0, "r") == "d" else { continue }
+            let table = PGConnection.quoteIdentifier(s.discovered.schema) + "." + PGConnection.quoteIdentifier(s.discovered.name)
+            if cdc.setReplicaIdentity {
+                do {
+                    try conn.query("ALTER TABLE \(table) REPLICA IDENTITY FULL")
+                    log(.info, "CDC: set REPLICA IDENTITY FULL on \(table), which has no primary key (replication_method.set_replica_identity)")
+                } catch {
+                    log(.warning, "CDC: could not set REPLICA IDENTITY FULL on \(table) (\(error)); its updates and deletes cannot be captured. The table owner can run: ALTER TABLE \(table) REPLICA IDENTITY FULL;")
+                }
+            } else {
+                log(.warning, "CDC: \(table) has no primary key and no replica identity, so its updates and deletes cannot be captured (PostgreSQL refuses them while it is published). Fix: ALTER TABLE \(table) REPLICA IDENTITY FULL; or set replication_method.set_replica_identity")
+            }
+        }
     }
 
     /// Streams whose changes the current transaction must skip (already in their snapshot).

@@ -181,3 +181,45 @@ final class Locked<T>: @unchecked Sendable {
     func set(_ n: T) { lock.withLock { v = n } }
     func mutate(_ f: (inout T) -> Void) { lock.withLock { f(&v) } }
 }
+
+@Suite struct CDCSetupTests {
+    @Test func aSlotCreatedHereStartsExactlyAtItsSnapshot() throws {
+        let c = try CDCFixture("cdc_create", tables: "CREATE TABLE t (id int PRIMARY KEY, v text)")
+        let s = c.f.q(c.f.schema)
+        try c.f.admin.query("SELECT pg_drop_replication_slot('\(c.slot)')")
+        try c.f.admin.query("INSERT INTO \(s).t SELECT g, 'a' FROM generate_series(1, 50) g")
+        var cfg = c.config()
+        cfg["replication_method"] = ["method": "CDC", "replication_slot": .string(c.slot), "publication": .string(c.publication), "create_slot": true]
+        let (r1, first) = try c.read(["t"], config: cfg)
+        #expect(r1.status == 0, "\(r1.stderr)")
+        #expect(first.logs.contains { $0.contains("created replication slot") })
+        #expect(Set(first.ids("t")) == Set(1...50) && first.ids("t").count == 50)
+        #expect(first.globalState?["shared_state"]?["snapshot_filters"] == nil, "the exported snapshot needs no filter")
+        try c.f.admin.query("INSERT INTO \(s).t VALUES (51, 'b')")
+        let (_, second) = try c.read(["t"], state: first, config: cfg)
+        #expect(second.ids("t") == [51])
+    }
+
+    @Test func columnsAddedMidStreamAndTablesWithoutReplicaIdentity() throws {
+        let c = try CDCFixture("cdc_shape", tables: "CREATE TABLE k (id int PRIMARY KEY, v text); CREATE TABLE nokey (v text)")
+        let s = c.f.q(c.f.schema)
+        let (r0, first) = try c.read(["k", "nokey"])
+        #expect(r0.status == 0)
+        #expect(first.logs.contains { $0.contains("no primary key and no replica identity") && $0.contains("REPLICA IDENTITY FULL") })
+        try c.f.admin.query("INSERT INTO \(s).k VALUES (1, 'a'); ALTER TABLE \(s).k ADD COLUMN \"Added Col\" int; INSERT INTO \(s).k VALUES (2, 'b', 7)")
+        let (_, second) = try c.read(["k", "nokey"], state: first)
+        let rows = second.recordMessages.filter { $0["record"]?["stream"] == "k" }.compactMap { $0["record"]?["data"] }
+        #expect(rows.count == 2 && rows[1]["Added Col"] == 7 && rows[0]["Added Col"] == nil)
+        #expect(second.logs.contains { $0.contains("new columns Added Col") }, "\(second.logs)")
+        // With the opt-in, the table gets REPLICA IDENTITY FULL (the user owns it here) and its updates flow.
+        try c.f.admin.query("ALTER TABLE \(s).nokey OWNER TO postgate_repl")
+        var cfg = c.config()
+        cfg["replication_method"] = ["method": "CDC", "replication_slot": .string(c.slot), "publication": .string(c.publication), "set_replica_identity": true]
+        let (_, third) = try c.read(["k", "nokey"], state: second, config: cfg)
+        #expect(third.logs.contains { $0.hasPrefix("CDC: set REPLICA IDENTITY FULL") }, "\(third.logs)")
+        try c.f.admin.query("INSERT INTO \(s).nokey VALUES ('x'); UPDATE \(s).nokey SET v = 'y'")
+        let (_, fourth) = try c.read(["k", "nokey"], state: third, config: cfg)
+        let vs = fourth.recordMessages.filter { $0["record"]?["stream"] == "nokey" }.compactMap { $0["record"]?["data"]?["v"]?.stringValue }
+        #expect(vs == ["x", "y"])
+    }
+}
