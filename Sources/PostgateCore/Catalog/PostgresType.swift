@@ -42,22 +42,22 @@ public enum JSONKind: Sendable, Equatable {
     case string
     indirect case array(JSONKind)
 
-    /// The mapping from the type table of the product specification.
-    public init(_ t: PostgresType) {
-        if t.isArray, let e = t.element {
-            self = .array(JSONKind(e.type))
-            return
-        }
-        switch t.name {
-        case "int2", "int4", "int8", "oid", "xid8": self = .integer
-        case "float4", "float8", "numeric", "money": self = .number
-        case "bool": self = .boolean
-        case "date": self = .date
-        case "timestamp": self = .timestampWithoutTimeZone
-        case "timestamptz": self = .timestampWithTimeZone
-        case "time": self = .timeWithoutTimeZone
-        case "timetz": self = .timeWithTimeZone
-        default: self = .string
+    /// The schema side of the one type mapping: derived from the value encoding, so discovery and
+    /// every read path cannot disagree.
+    public init(_ t: PostgresType) { self.init(ValueEncoding(t)) }
+
+    public init(_ e: ValueEncoding) {
+        switch e {
+        case .integer: self = .integer
+        case .number, .money: self = .number
+        case .boolean: self = .boolean
+        case .date: self = .date
+        case .timestamp: self = .timestampWithoutTimeZone
+        case .timestamptz: self = .timestampWithTimeZone
+        case .time: self = .timeWithoutTimeZone
+        case .timetz: self = .timeWithTimeZone
+        case .string, .plain, .bytea: self = .string
+        case .array(let element, _): self = .array(JSONKind(element))
         }
     }
 

@@ -51,11 +51,34 @@ public enum JSONBytes {
 
     @inline(__always) static func hexDigit(_ v: UInt8) -> UInt8 { v < 10 ? 0x30 + v : 0x57 + v }
 
+    /// The value of an ASCII hex digit, or nil.
+    @inline(__always) static func hexValue(_ b: UInt8) -> UInt8? {
+        switch b {
+        case 0x30...0x39: return b - 0x30
+        case 0x41...0x46: return b - 0x41 + 10
+        case 0x61...0x66: return b - 0x61 + 10
+        default: return nil
+        }
+    }
+
     /// Appends a decimal integer.
     public static func appendInt(_ v: Int64, to out: inout ByteBuffer) {
-        var w = JSONWriter(capacity: 24)
-        w.int(v)
-        out.append(w.bytes)
+        var m = v.magnitude
+        var digits = 1
+        var t = m
+        while t >= 10 { t /= 10; digits += 1 }
+        out.reserve(digits + 1)
+        if v < 0 { out.append(0x2d) }
+        var i = digits
+        var scratch: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &scratch) { s in
+            repeat {
+                i -= 1
+                s[i] = 0x30 + UInt8(m % 10)
+                m /= 10
+            } while m > 0
+            out.append(UnsafeRawBufferPointer(rebasing: s[0..<digits]))
+        }
     }
 
     /// Appends a Swift string as a quoted JSON string.

@@ -217,15 +217,8 @@ public struct JSONParser {
         guard i + 4 <= bytes.count else { throw error("truncated \\u escape") }
         var v: UInt32 = 0
         for _ in 0..<4 {
-            let b = bytes[i]
-            let d: UInt32
-            switch b {
-            case 0x30...0x39: d = UInt32(b - 0x30)
-            case 0x41...0x46: d = UInt32(b - 0x41 + 10)
-            case 0x61...0x66: d = UInt32(b - 0x61 + 10)
-            default: throw error("invalid hex digit in \\u escape")
-            }
-            v = v << 4 | d
+            guard let d = JSONBytes.hexValue(bytes[i]) else { throw error("invalid hex digit in \\u escape") }
+            v = v << 4 | UInt32(d)
             i += 1
         }
         return v

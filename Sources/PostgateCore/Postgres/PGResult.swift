@@ -45,12 +45,6 @@ public final class PGResult {
         return try body(UnsafeRawBufferPointer(start: ptr, count: len))
     }
 
-    /// Parses a text-format Postgres array of simple names (`{a,b,"c d"}`).
-    public func textArray(_ row: Int, _ name: String) -> [String] {
-        guard let text = string(row, name) else { return [] }
-        return PGTextArray.parse(text)
-    }
-
     static func error(from handle: OpaquePointer, kind: PostgresError.Kind) -> PostgresError {
         func field(_ code: Int32) -> String? {
             guard let p = PQresultErrorField(handle, code) else { return nil }
@@ -60,35 +54,5 @@ public final class PGResult {
         return PostgresError(
             kind: kind, sqlState: field(Int32(UInt8(ascii: "C"))), message: primary,
             detail: field(Int32(UInt8(ascii: "D"))), hint: field(Int32(UInt8(ascii: "H"))))
-    }
-}
-
-/// Parser for one-dimensional text arrays of names as Postgres prints them.
-enum PGTextArray {
-    static func parse(_ text: String) -> [String] {
-        var out: [String] = []
-        var chars = Substring(text)
-        guard chars.first == "{", chars.last == "}" else { return [] }
-        chars = chars.dropFirst().dropLast()
-        var cur = ""
-        var inQuotes = false
-        var wasQuoted = false
-        var it = chars.makeIterator()
-        while let c = it.next() {
-            if inQuotes {
-                if c == "\\" { if let n = it.next() { cur.append(n) } } else if c == "\"" { inQuotes = false } else { cur.append(c) }
-            } else if c == "\"" {
-                inQuotes = true
-                wasQuoted = true
-            } else if c == "," {
-                out.append(cur)
-                cur = ""
-                wasQuoted = false
-            } else {
-                cur.append(c)
-            }
-        }
-        if !cur.isEmpty || wasQuoted || !out.isEmpty { out.append(cur) }
-        return out
     }
 }

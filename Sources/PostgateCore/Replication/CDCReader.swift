@@ -120,7 +120,7 @@ public final class CDCReader {
         var typeCache: [UInt32: PostgresType] = [:]
         var inTx = false
         var skipTx = false
-        var commitTime: Int64 = 0
+        var commitTime = ""
         var sinceState: Int64 = 0
         var lastChange = Date()
         var done = false
@@ -137,7 +137,7 @@ public final class CDCReader {
                     switch try PgOutputDecoder.decode(payload) {
                     case .begin(_, let time, let xid):
                         inTx = true
-                        commitTime = time
+                        commitTime = ReplicationFrame.isoTimestamp(time)
                         skipTx = false
                         for f in current.filters where f.contains(xid: xid) { skipTx = true }
                         // A transaction in a snapshot is skipped only for the streams that snapshot covered.
@@ -198,7 +198,6 @@ public final class CDCReader {
             }
         }
         try emitState(current)
-        _ = start
     }
 
     /// State after a slot was created here with its snapshot read (nil otherwise).
@@ -311,7 +310,7 @@ public final class CDCReader {
 
     /// Writes one change as a RECORD. Unchanged TOASTed values are taken from the old row when it
     /// was sent; otherwise they are left out and listed in `meta.changes` so a destination keeps its value.
-    private func emitRecord(_ r: Relation, values: [TupleValue], old: [TupleValue]?, lsn: LSN, time: Int64, deleted: Bool, keyOnly: Bool = false) throws {
+    private func emitRecord(_ r: Relation, values: [TupleValue], old: [TupleValue]?, lsn: LSN, time ts: String, deleted: Bool, keyOnly: Bool = false) throws {
         try out.append { buf in
             buf.append(r.prefix)
             var first = true
@@ -338,7 +337,6 @@ public final class CDCReader {
                 }
             }
             if !first { buf.append(UInt8(ascii: ",")) }
-            let ts = ReplicationFrame.isoTimestamp(time)
             buf.append(#""_ab_cdc_lsn":"#)
             JSONBytes.appendInt(Int64(bitPattern: lsn.value), to: &buf)
             buf.append(#","_ab_cdc_updated_at":"#)

@@ -280,19 +280,10 @@ public final class RecordEncoder {
             case UInt8(ascii: "x"):
                 var val = 0
                 var k = 0
-                while k < 2 && i < n, let d = hexValue(v[i]) { val = val * 16 + d; i += 1; k += 1 }
+                while k < 2 && i < n, let d = JSONBytes.hexValue(v[i]) { val = val * 16 + Int(d); i += 1; k += 1 }
                 out.append(UInt8(truncatingIfNeeded: val))
             default: out.append(e)
             }
-        }
-    }
-
-    private static func hexValue(_ b: UInt8) -> Int? {
-        switch b {
-        case 0x30...0x39: return Int(b - 0x30)
-        case 0x41...0x46: return Int(b - 0x41 + 10)
-        case 0x61...0x66: return Int(b - 0x61 + 10)
-        default: return nil
         }
     }
 }

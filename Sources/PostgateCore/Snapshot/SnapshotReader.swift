@@ -173,8 +173,6 @@ public final class SnapshotReader {
             }
         }
         var plan = try makePlan(cs, ds, tracking: column.name)
-        let tracked = plan.encoder.trackedColumn!
-        _ = tracked
         let sql = "COPY (SELECT \(plan.selectList) FROM \(qualified(ds)) WHERE \(condition) ORDER BY \(order)) TO STDOUT"
         var current = from
         var sawRows = false

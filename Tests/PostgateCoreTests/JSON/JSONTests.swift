@@ -62,6 +62,15 @@ import Testing
         #expect(String(decoding: w.bytes, as: UTF8.self) == String(v))
     }
 
+    @Test(arguments: [Int64.min, -10, -1, 0, 9, 10, 99, 100, 1_795_247_478_912, Int64.max])
+    func byteBufferIntegers(v: Int64) {
+        var b = ByteBuffer(capacity: 4)
+        defer { b.deallocate() }
+        b.append("x")
+        JSONBytes.appendInt(v, to: &b)
+        #expect(String(decoding: b.bytes, as: UTF8.self) == "x" + String(v))
+    }
+
     @Test func roundTripsValues() throws {
         let v: JSONValue = ["a": [1, "two", nil, true], "b": ["c": .number("1e5")]]
         #expect(try JSONParser.parse(v.jsonText) == v)
