@@ -426,16 +426,18 @@ private final class ForwardLoop {
             fds.append(pollfd(fd: c.fd, events: ev, revents: 0))
         }
         var timeout = Int32(min(1000, Int(nextKeepalive) * 1000))
-        // In bulk transfer (the last wake-up moved a lot), let data accumulate: wake when 64 KiB are
-        // waiting or after 1 ms, instead of once per 16 KiB packet.
+        // In bulk transfer (the last wake-up moved a lot), let data accumulate: wake when 32 KiB are
+        // waiting or after 1 ms, instead of once per packet.
         let bulk = lastMoved >= 64 * 1024
         if bulk != bulkMode {
-            var low: Int32 = bulk ? 128 * 1024 : 1
+            var low: Int32 = bulk ? 32 * 1024 : 1
             setsockopt(session.socket, SOL_SOCKET, SO_RCVLOWAT, &low, socklen_t(MemoryLayout<Int32>.size))
             bulkMode = bulk
         }
         if bulkMode { timeout = 1 }
-        _ = poll(&fds, nfds_t(fds.count), opening != nil ? 20 : timeout)
+        // Bytes already read ahead from the bastion are not visible to poll: do not sleep on them.
+        if session.context.buffered > 0 && !blockedOnClients { timeout = 0 }
+        _ = poll(&fds, nfds_t(fds.count), opening != nil && timeout != 0 ? 20 : timeout)
         listenerReadable = fds[0].revents != 0
         wakeReadable = fds[1].revents != 0
         if fds[2].revents & Int16(POLLERR | POLLNVAL) != 0 {
