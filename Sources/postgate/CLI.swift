@@ -18,6 +18,8 @@ enum CLI {
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
         for sig in [SIGINT, SIGTERM, SIGHUP] {
             signal(sig) { s in
+                // `sync --follow` stops gracefully: it commits, confirms and exits on its own.
+                if s != SIGHUP && SyncStop.request() { return }
                 PrivateFilesRegistry.shared.removeAll()
                 signal(s, SIG_DFL)
                 raise(s)

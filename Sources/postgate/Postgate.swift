@@ -8,7 +8,7 @@ struct Postgate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "postgate",
         abstract: "PostgreSQL source connector speaking the Airbyte protocol, with SSH tunnels and verified TLS.",
-        subcommands: [Spec.self, Check.self, Discover.self, Read.self, Tunnel.self])
+        subcommands: [Spec.self, Check.self, Discover.self, Read.self, Sync.self, Tunnel.self])
 
     /// Parses and runs a command; any failure becomes an Airbyte TRACE error on stdout,
     /// a human line on stderr and a non-zero exit.
@@ -210,5 +210,39 @@ struct Tunnel: ParsableCommand {
         }
         TunnelManager.shared.shutdown()
         FileHandle.standardError.write(Data("postgate: tunnel closed\n".utf8))
+    }
+}
+
+struct Sync: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply the source's streams to a destination (SQLite, PostgreSQL or JSON Lines), inserting, updating and deleting as the source changed.",
+        discussion: """
+            Without --catalog every discovered stream is synced in the best mode the config allows: CDC when \
+            replication_method is CDC, else incremental where a cursor or xmin fits, else full refresh. State is \
+            kept in the destination and committed with the data it covers, so a sync that is killed and run \
+            again converges without losing or duplicating rows.
+            """)
+
+    @OptionGroup var options: ConfigOption
+
+    @Option(name: .long, help: "Where to apply the streams: sqlite:PATH (default sqlite:postgate.db), postgres:CONNINFO or jsonl:DIR.")
+    var destination: String = "sqlite:postgate.db"
+
+    @Option(name: .long, help: "A ConfiguredAirbyteCatalog choosing streams and modes (default: every discovered stream, best mode).")
+    var catalog: String?
+
+    @Option(name: .customLong("state-file"), help: "Also write the committed state here after each commit (a JSON array usable as `read --state`).")
+    var stateFile: String?
+
+    @Flag(name: .long, help: "Keep streaming CDC changes until SIGINT/SIGTERM, then commit, confirm and exit.")
+    var follow = false
+
+    func run() throws {
+        let logger = Logger(label: "postgate.sync")
+        let config = try options.load(logger: logger)
+        let streams = try catalog.map { try ConfiguredCatalog.parse(try InputFile.json($0), file: $0) }
+        let engine = SyncEngine(config: config, options: SyncOptions(destination: destination, catalog: streams, stateFile: stateFile, follow: follow), logger: logger)
+        let progress = try engine.run()
+        FileHandle.standardError.write(Data((progress.summary() + "\n").utf8))
     }
 }

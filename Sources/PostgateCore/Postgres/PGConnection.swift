@@ -12,11 +12,20 @@ public final class PGConnection {
 
     /// Connects with the given libpq keywords. Parameters are passed as keyword/value arrays,
     /// never as a connection string, so no value needs quoting.
-    public init(parameters: [(String, String)], logger: Logger) throws(PostgresError) {
+    public convenience init(parameters: [(String, String)], logger: Logger) throws(PostgresError) {
+        try self.init(parameters: parameters, expandDatabaseName: false, logger: logger)
+    }
+
+    /// Connects with a libpq connection string or URI, as a user would give it to psql.
+    public convenience init(conninfo: String, logger: Logger) throws(PostgresError) {
+        try self.init(parameters: [("dbname", conninfo)], expandDatabaseName: true, logger: logger)
+    }
+
+    private init(parameters: [(String, String)], expandDatabaseName: Bool, logger: Logger) throws(PostgresError) {
         let keys = parameters.map(\.0)
         let values = parameters.map(\.1)
         let conn: OpaquePointer? = withCStringArray(keys) { k in
-            withCStringArray(values) { v in PQconnectdbParams(k, v, 0) }
+            withCStringArray(values) { v in PQconnectdbParams(k, v, expandDatabaseName ? 1 : 0) }
         }
         guard let conn else {
             throw PostgresError(kind: .client, message: "libpq could not allocate a connection (out of memory)")
@@ -156,6 +165,38 @@ extension PGConnection {
         }
         if let failure { throw failure }
         if let serverError { throw serverError }
+    }
+}
+
+extension PGConnection {
+    /// Runs `COPY ... FROM STDIN` with `data` (text format rows) and returns the rows copied.
+    @discardableResult
+    public func copyIn(_ sql: String, data: UnsafeRawBufferPointer) throws -> Int {
+        guard let start = PQexec(handle, sql) else { throw lastError(kind: .client) }
+        let startResult = PGResult(start)
+        guard PQresultStatus(start) == PGRES_COPY_IN else {
+            throw PGResult.error(from: startResult.handle, kind: PQstatus(handle) == CONNECTION_OK ? .server : .client)
+        }
+        var offset = 0
+        while offset < data.count {
+            let n = min(1 << 20, data.count - offset)
+            let rc = PQputCopyData(handle, data.baseAddress!.advanced(by: offset).assumingMemoryBound(to: CChar.self), Int32(n))
+            guard rc == 1 else { throw lastError(kind: .client) }
+            offset += n
+        }
+        guard PQputCopyEnd(handle, nil) == 1 else { throw lastError(kind: .client) }
+        var failure: PostgresError?
+        var rows = 0
+        while let r = PQgetResult(handle) {
+            let res = PGResult(r)
+            if PQresultStatus(r) != PGRES_COMMAND_OK {
+                if failure == nil { failure = PGResult.error(from: res.handle, kind: PQstatus(handle) == CONNECTION_OK ? .server : .client) }
+            } else {
+                rows = Int(String(cString: PQcmdTuples(r))) ?? 0
+            }
+        }
+        if let failure { throw failure }
+        return rows
     }
 }
 

@@ -9,6 +9,8 @@ public final class PGResult {
     deinit { PQclear(handle) }
 
     public var rowCount: Int { Int(PQntuples(handle)) }
+    /// Rows a command affected (INSERT, UPDATE, DELETE, COPY), 0 when it reports none.
+    public var affectedRows: Int { Int(String(cString: PQcmdTuples(handle))) ?? 0 }
     public var columnCount: Int { Int(PQnfields(handle)) }
 
     public func columnName(_ column: Int) -> String { String(cString: PQfname(handle, Int32(column))) }

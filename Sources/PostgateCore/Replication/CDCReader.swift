@@ -5,6 +5,15 @@ import Logging
 /// the changes from the replication slot (pgoutput) up to the WAL position current at the start of
 /// the run. Records carry `_ab_cdc_lsn`, `_ab_cdc_updated_at` and `_ab_cdc_deleted_at`; the run ends
 /// with a GLOBAL state whose LSN a later run resumes from (and confirms to the slot).
+/// What a destination reports back to the CDC reader about committed positions.
+public protocol CDCCommitFeedback: AnyObject, Sendable {
+    /// The newest LSN the destination has durably committed, if any.
+    func durableLSN() -> LSN?
+    /// Blocks until the destination has committed a state at `lsn` or later (returning the
+    /// committed LSN), or has stopped (throwing why).
+    func waitUntilDurable(_ lsn: LSN) throws -> LSN?
+}
+
 public final class CDCReader {
     let factory: ConnectionFactory
     let config: PostgateConfig
@@ -28,6 +37,16 @@ public final class CDCReader {
         var keys: [[UInt8]]
         var prefix: [UInt8]
     }
+
+    /// Keep streaming after catching up, until `stopRequested` says to stop (at a transaction boundary).
+    public var follow = false
+    /// Polled between replication messages while following.
+    public var stopRequested: @Sendable () -> Bool = { false }
+    /// When set, the slot is confirmed only up to what the destination reports as committed, and
+    /// the run waits for the destination to commit its final state before confirming it.
+    public var commitFeedback: CDCCommitFeedback?
+    /// Also write a `POSTGATE_TRUNCATE` line for each truncated stream (for `sync`, which applies it).
+    public var emitTruncateEvents = false
 
     public init(factory: ConnectionFactory, config: PostgateConfig, cdc: CDCSettings, out: OutputSink, logger: Logger) {
         self.factory = factory
@@ -115,7 +134,17 @@ public final class CDCReader {
         try repl.sendCopyData(ReplicationFrame.standbyStatus(flushed: start))
 
         let markerID = UUID().uuidString
-        _ = try conn.query("SELECT pg_logical_emit_message(false, $1, $2)", [Self.markerPrefix, markerID])
+        if !follow {
+            _ = try conn.query("SELECT pg_logical_emit_message(false, $1, $2)", [Self.markerPrefix, markerID])
+        }
+        var lastState = Date()
+        var lastFeedback = Date()
+        /// Confirms to the slot what the destination has committed (never beyond it).
+        func confirmDurable() throws {
+            guard let feedback = commitFeedback, let d = feedback.durableLSN(), d > confirmedToSlot else { return }
+            confirmedToSlot = d
+            try repl.sendCopyData(ReplicationFrame.standbyStatus(flushed: d))
+        }
         var relations: [UInt32: Relation] = [:]
         var typeCache: [UInt32: PostgresType] = [:]
         var inTx = false
@@ -128,9 +157,10 @@ public final class CDCReader {
         var lastHeartbeat = Date()
 
         while !done {
-            let got = try repl.receiveCopyData(timeout: 1.0) { bytes in
+            let got = try repl.receiveCopyData(timeout: follow ? 0.2 : 1.0) { bytes in
                 switch try ReplicationFrame.decode(bytes) {
                 case .keepalive(_, _, let reply):
+                    try confirmDurable()
                     if reply { try repl.sendCopyData(ReplicationFrame.standbyStatus(flushed: confirmedToSlot)) }
                 case .xlogData(let walStart, _, _, let payload):
                     lastChange = Date()
@@ -150,9 +180,11 @@ public final class CDCReader {
                             confirmedToSlot = end
                             try repl.sendCopyData(ReplicationFrame.standbyStatus(flushed: end))
                         }
-                        if sinceState >= Int64(config.batchFetchLimit) {
+                        // Following, a state goes out soon after each change so the destination commits it promptly.
+                        if sinceState >= Int64(config.batchFetchLimit) || (follow && sinceState > 0 && Date().timeIntervalSince(lastState) >= 0.2) {
                             try emitState(current)
                             sinceState = 0
+                            lastState = Date()
                         }
                     case .relation(let oid, let ns, let name, _, let cols):
                         let stream = byKey["\(ns).\(name)"]
@@ -177,6 +209,10 @@ public final class CDCReader {
                         for rel in rels {
                             if let r = relations[rel], let s = r.stream, !skipFor.contains(s.key) {
                                 log(.warning, "CDC: TRUNCATE of \(s.key) at \(walStart): every row of the stream was removed at the source")
+                                if emitTruncateEvents {
+                                    try out.emit(["type": "POSTGATE_TRUNCATE", "stream": ["namespace": .string(s.discovered.schema), "name": .string(s.discovered.name)]])
+                                    sinceState += 1
+                                }
                             }
                         }
                     case .message(_, let at, let prefix, let content):
@@ -191,13 +227,34 @@ public final class CDCReader {
                     }
                 }
             }
-            if !got && Date().timeIntervalSince(lastChange) > idleLimit { break }
+            if follow {
+                if !inTx {
+                    if sinceState > 0 && (!got || Date().timeIntervalSince(lastState) >= 0.2) {
+                        try emitState(current)
+                        sinceState = 0
+                        lastState = Date()
+                    }
+                    if stopRequested() { break }
+                }
+                if Date().timeIntervalSince(lastFeedback) >= 1 {
+                    try confirmDurable()
+                    lastFeedback = Date()
+                }
+            } else if !got && Date().timeIntervalSince(lastChange) > idleLimit {
+                break
+            }
             if let q = cdc.heartbeatActionQuery, Date().timeIntervalSince(lastHeartbeat) > 10 {
                 _ = try? conn.query(q)
                 lastHeartbeat = Date()
             }
         }
         try emitState(current)
+        // The destination commits that state; only then is it confirmed, so the slot never
+        // releases a change the destination has not durably taken.
+        if let feedback = commitFeedback, let d = try feedback.waitUntilDurable(current.lsn), d > confirmedToSlot {
+            confirmedToSlot = d
+            try repl.sendCopyData(ReplicationFrame.standbyStatus(flushed: d))
+        }
     }
 
     /// State after a slot was created here with its snapshot read (nil otherwise).

@@ -1,0 +1,275 @@
+import Foundation
+import GRDB
+import Logging
+
+/// Applies the stream to a SQLite file (through GRDB). WAL journal with synchronous=FULL: a
+/// committed state and the rows it covers survive a crash together.
+public final class SQLiteDestination: SyncDestination {
+    let queue: DatabaseQueue
+    let path: String
+    let logger: Logger
+    /// Columns of each stream's table as they are now (grows when the source adds columns).
+    var tableColumns: [String: [SyncStream.Column]] = [:]
+    var inTransaction = false
+
+    public var label: String { "sqlite:\(path)" }
+
+    public init(path: String, logger: Logger) throws {
+        self.path = path
+        self.logger = logger
+        var config = Configuration()
+        // A transaction stays open from the first write after a commit until the next state.
+        config.allowsUnsafeTransactions = true
+        config.busyMode = .timeout(10)
+        do {
+            queue = try DatabaseQueue(path: path, configuration: config)
+            try queue.inDatabase { db in
+                try db.execute(sql: "PRAGMA journal_mode = WAL")
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+                try db.execute(sql: "CREATE TABLE IF NOT EXISTS \(Self.q(DestinationNaming.stateTable)) (key TEXT PRIMARY KEY, message TEXT NOT NULL)")
+            }
+        } catch {
+            throw SyncError.destination("cannot open SQLite database \(path): \(Self.reason(error))")
+        }
+    }
+
+    static func q(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+
+    static func reason(_ error: Error) -> String {
+        if let e = error as? DatabaseError { return e.message ?? "\(e.resultCode)" }
+        return "\(error)"
+    }
+
+    func run<T>(_ what: String, _ body: (Database) throws -> T) throws -> T {
+        do {
+            return try queue.inDatabase { db in try body(db) }
+        } catch let e as SyncError {
+            throw e
+        } catch {
+            throw SyncError.destination("SQLite \(path): \(what): \(Self.reason(error))")
+        }
+    }
+
+    func begin(_ db: Database) throws {
+        if !inTransaction {
+            try db.execute(sql: "BEGIN IMMEDIATE")
+            inTransaction = true
+        }
+    }
+
+    public func committedState() throws -> [JSONValue] {
+        try run("reading saved state") { db in
+            try String.fetchAll(db, sql: "SELECT message FROM \(Self.q(DestinationNaming.stateTable)) ORDER BY key").map { text in
+                do { return try JSONParser.parse(text) } catch {
+                    throw SyncError.destination("SQLite \(path): saved state in \(DestinationNaming.stateTable) is not valid JSON (\(error)); delete that table's rows to sync from scratch")
+                }
+            }
+        }
+    }
+
+    static func declaredType(_ k: ColumnKind) -> String {
+        switch k {
+        case .integer: return "INTEGER"
+        case .real: return "REAL"
+        case .numeric: return "NUMERIC"
+        case .boolean: return "BOOLEAN"
+        case .bytes: return "BLOB"
+        case .text, .json, .date, .time, .timestamp, .timestamptz: return "TEXT"
+        }
+    }
+
+    func createSQL(_ table: String, _ s: SyncStream) -> String {
+        var parts = s.columns.map { "\(Self.q($0.name)) \(Self.declaredType($0.kind))" }
+        if !s.primaryKey.isEmpty { parts.append("PRIMARY KEY (\(s.primaryKey.map(Self.q).joined(separator: ", ")))") }
+        return "CREATE TABLE \(Self.q(table)) (\(parts.joined(separator: ", ")))"
+    }
+
+    func existingColumns(_ db: Database, _ table: String) throws -> [String]? {
+        let names = try String.fetchAll(db, sql: "SELECT name FROM pragma_table_info(?)", arguments: [table])
+        return names.isEmpty ? nil : names
+    }
+
+    public func prepare(_ streams: [SyncStream]) throws {
+        try run("creating tables") { db in
+            for s in streams {
+                let table = DestinationNaming.table(s)
+                tableColumns[s.key] = s.columns
+                if s.mode == .fullRefresh { continue }
+                if let have = try existingColumns(db, table) {
+                    for c in s.columns where !have.contains(c.name) {
+                        try db.execute(sql: "ALTER TABLE \(Self.q(table)) ADD COLUMN \(Self.q(c.name)) \(Self.declaredType(c.kind))")
+                        logger.info("\(table): added column \(c.name) (new at the source)")
+                    }
+                } else {
+                    try db.execute(sql: createSQL(table, s))
+                }
+            }
+        }
+    }
+
+    /// True when a full refresh of `s` was interrupted with rows already staged.
+    public func hasStaging(_ s: SyncStream) throws -> Bool {
+        try run("looking for a staged load") { db in try existingColumns(db, DestinationNaming.table(s) + DestinationNaming.stagingSuffix) != nil }
+    }
+
+    public func startFullRefresh(_ s: SyncStream, resume: Bool) throws {
+        let staging = DestinationNaming.table(s) + DestinationNaming.stagingSuffix
+        try run("starting a full refresh") { db in
+            try begin(db)
+            if resume, try existingColumns(db, staging) != nil { return }
+            try db.execute(sql: "DROP TABLE IF EXISTS \(Self.q(staging))")
+            try db.execute(sql: createSQL(staging, s))
+        }
+    }
+
+    public func load(_ s: SyncStream, _ r: SyncRecord) throws {
+        let staging = DestinationNaming.table(s) + DestinationNaming.stagingSuffix
+        let cols = tableColumns[s.key] ?? s.columns
+        try run("loading \(s.key)") { db in
+            try begin(db)
+            // A resumed chunk may repeat rows: with a key, the newest copy wins.
+            let verb = s.primaryKey.isEmpty ? "INSERT" : "INSERT OR REPLACE"
+            let sql = "\(verb) INTO \(Self.q(staging)) (\(cols.map { Self.q($0.name) }.joined(separator: ", "))) VALUES (\(Array(repeating: "?", count: cols.count).joined(separator: ", ")))"
+            let st = try db.cachedStatement(sql: sql)
+            try st.execute(arguments: StatementArguments(try cols.map { try Self.value(r.value($0.name), $0, stream: s.key) }))
+        }
+    }
+
+    public func finishFullRefresh(_ s: SyncStream) throws {
+        let table = DestinationNaming.table(s)
+        try run("replacing \(table)") { db in
+            try begin(db)
+            try db.execute(sql: "DROP TABLE IF EXISTS \(Self.q(table))")
+            try db.execute(sql: "ALTER TABLE \(Self.q(table + DestinationNaming.stagingSuffix)) RENAME TO \(Self.q(table))")
+        }
+    }
+
+    /// Adds columns a record carries that the table does not have yet (a column added at the source mid-stream).
+    func widen(_ db: Database, _ s: SyncStream, _ r: SyncRecord) throws -> [SyncStream.Column] {
+        var cols = tableColumns[s.key] ?? s.columns
+        let known = Set(cols.map(\.name))
+        for (k, v) in r.data.entries where !known.contains(k) && k != "_ab_cdc_deleted_at" {
+            let kind: ColumnKind
+            switch v {
+            case .number: kind = .numeric
+            case .bool: kind = .boolean
+            case .array, .object: kind = .json
+            default: kind = .text
+            }
+            let table = DestinationNaming.table(s)
+            try db.execute(sql: "ALTER TABLE \(Self.q(table)) ADD COLUMN \(Self.q(k)) \(Self.declaredType(kind))")
+            logger.info("\(table): added column \(k) (new at the source)")
+            cols.append(SyncStream.Column(name: k, kind: kind, sourceType: nil))
+        }
+        tableColumns[s.key] = cols
+        return cols
+    }
+
+    public func merge(_ s: SyncStream, _ r: SyncRecord) throws -> ApplyOutcome {
+        let table = Self.q(DestinationNaming.table(s))
+        return try run("applying a change to \(s.key)") { db in
+            try begin(db)
+            let cols = try widen(db, s, r)
+            let byName = Dictionary(cols.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            if r.deleted {
+                if s.primaryKey.isEmpty {
+                    // Without a key, remove one row equal to the old row CDC sent.
+                    let present = cols.filter { r.data[$0.name] != nil && !$0.name.hasPrefix("_ab_cdc_") }
+                    guard !present.isEmpty else { return .unchanged }
+                    let cond = present.map { "\(Self.q($0.name)) IS ?" }.joined(separator: " AND ")
+                    let st = try db.cachedStatement(sql: "DELETE FROM \(table) WHERE rowid = (SELECT rowid FROM \(table) WHERE \(cond) LIMIT 1)")
+                    try st.execute(arguments: StatementArguments(try present.map { try Self.value(r.value($0.name), $0, stream: s.key) }))
+                } else {
+                    let cond = s.primaryKey.map { "\(Self.q($0)) IS ?" }.joined(separator: " AND ")
+                    let st = try db.cachedStatement(sql: "DELETE FROM \(table) WHERE \(cond)")
+                    try st.execute(arguments: StatementArguments(try s.primaryKey.map { try Self.value(r.value($0), byName[$0] ?? SyncStream.Column(name: $0, kind: .text), stream: s.key) }))
+                }
+                return db.changesCount > 0 ? .deleted : .unchanged
+            }
+            // Columns the record carries; TOAST-omitted ones keep the destination's value.
+            let present = cols.filter { r.omitted.contains($0.name) == false && (r.data[$0.name] != nil || r.omitted.isEmpty) }
+            let args = StatementArguments(try present.map { try Self.value(r.value($0.name), $0, stream: s.key) })
+            let names = present.map { Self.q($0.name) }.joined(separator: ", ")
+            let marks = Array(repeating: "?", count: present.count).joined(separator: ", ")
+            if s.primaryKey.isEmpty {
+                try db.cachedStatement(sql: "INSERT INTO \(table) (\(names)) VALUES (\(marks))").execute(arguments: args)
+                return .appended
+            }
+            let keyCond = s.primaryKey.map { "\(Self.q($0)) IS ?" }.joined(separator: " AND ")
+            let exists = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM \(table) WHERE \(keyCond))"),
+                                           arguments: StatementArguments(try s.primaryKey.map { try Self.value(r.value($0), byName[$0] ?? SyncStream.Column(name: $0, kind: .text), stream: s.key) })) ?? false
+            let updatable = present.filter { !s.primaryKey.contains($0.name) }
+            var sql = "INSERT INTO \(table) (\(names)) VALUES (\(marks)) ON CONFLICT (\(s.primaryKey.map(Self.q).joined(separator: ", "))) "
+            if updatable.isEmpty {
+                sql += "DO NOTHING"
+            } else {
+                sql += "DO UPDATE SET " + updatable.map { "\(Self.q($0.name)) = excluded.\(Self.q($0.name))" }.joined(separator: ", ")
+                    + " WHERE " + updatable.filter { !$0.name.hasPrefix("_ab_cdc_") }.map { "\(table).\(Self.q($0.name)) IS NOT excluded.\(Self.q($0.name))" }.joined(separator: " OR ")
+                if updatable.allSatisfy({ $0.name.hasPrefix("_ab_cdc_") }) { sql = sql.replacingOccurrences(of: " WHERE ", with: "") }
+            }
+            try db.cachedStatement(sql: sql).execute(arguments: args)
+            if db.changesCount == 0 { return .unchanged }
+            return exists ? .updated : .inserted
+        }
+    }
+
+    public func truncate(_ s: SyncStream) throws -> Int {
+        try run("truncating \(s.key)") { db in
+            try begin(db)
+            try db.execute(sql: "DELETE FROM \(Self.q(DestinationNaming.table(s)))")
+            return db.changesCount
+        }
+    }
+
+    public func commit(states: [(key: String, message: JSONValue)]) throws {
+        try run("committing") { db in
+            try begin(db)
+            let st = try db.cachedStatement(sql: "INSERT OR REPLACE INTO \(Self.q(DestinationNaming.stateTable)) (key, message) VALUES (?, ?)")
+            for (k, m) in states { try st.execute(arguments: [k, m.jsonText]) }
+            try db.execute(sql: "COMMIT")
+            inTransaction = false
+        }
+    }
+
+    public func rollback() {
+        guard inTransaction else { return }
+        _ = try? queue.inDatabase { db in try db.execute(sql: "ROLLBACK") }
+        inTransaction = false
+    }
+
+    /// The SQLite value for one JSON value in a column of `c`'s kind.
+    static func value(_ v: JSONValue?, _ c: SyncStream.Column, stream: String) throws -> DatabaseValue {
+        guard let v else { return .null }
+        switch v {
+        case .null: return .null
+        case .bool(let b): return (b ? 1 : 0).databaseValue
+        case .number(let n):
+            switch c.kind {
+            case .integer, .boolean:
+                if let i = Int64(n) { return i.databaseValue }
+                return (Double(n) ?? 0).databaseValue
+            case .real:
+                return (Double(n) ?? 0).databaseValue
+            default:
+                if let i = Int64(n) { return i.databaseValue }
+                // Exact digits: NUMERIC affinity keeps them as a number when SQLite can do so losslessly.
+                return n.databaseValue
+            }
+        case .string(let s):
+            if c.kind == .bytes, s.hasPrefix("\\x"), let d = Self.hexData(s.dropFirst(2)) { return d.databaseValue }
+            return s.databaseValue
+        case .array, .object:
+            return v.jsonText.databaseValue
+        }
+    }
+
+    static func hexData(_ s: Substring) -> Data? {
+        var out = Data(capacity: s.utf8.count / 2)
+        var hi: UInt8?
+        for b in s.utf8 {
+            guard let d = JSONBytes.hexValue(b) else { return nil }
+            if let h = hi { out.append(h << 4 | d); hi = nil } else { hi = d }
+        }
+        return hi == nil ? out : nil
+    }
+}

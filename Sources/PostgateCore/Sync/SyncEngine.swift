@@ -1,0 +1,336 @@
+import Foundation
+import Logging
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Options of `postgate sync`.
+public struct SyncOptions: Sendable {
+    public var destination: String
+    public var catalog: [ConfiguredStream]?
+    public var stateFile: String?
+    public var follow: Bool
+    public init(destination: String, catalog: [ConfiguredStream]?, stateFile: String?, follow: Bool) {
+        self.destination = destination
+        self.catalog = catalog
+        self.stateFile = stateFile
+        self.follow = follow
+    }
+}
+
+/// Process-wide stop request for `sync --follow` (set from a signal handler).
+public enum SyncStop {
+    static let requested = Atomic<Bool>(false)
+    /// True while a graceful stop is possible (CDC streaming); otherwise a signal ends the process.
+    static let graceful = Atomic<Bool>(false)
+
+    public static var isGraceful: Bool { graceful.load(ordering: .relaxed) }
+    public static var isRequested: Bool { requested.load(ordering: .relaxed) }
+    /// Called from the signal handler: asks for a graceful stop; returns false when none is possible.
+    public static func request() -> Bool {
+        guard graceful.load(ordering: .relaxed) else { return false }
+        requested.store(true, ordering: .relaxed)
+        return true
+    }
+}
+
+/// Runs a sync: the read engine writes Airbyte messages into a pipe; an applier thread reads them
+/// and applies records to the destination, committing each STATE with the data it covers.
+public final class SyncEngine {
+    let config: PostgateConfig
+    let options: SyncOptions
+    let logger: Logger
+
+    public init(config: PostgateConfig, options: SyncOptions, logger: Logger) {
+        self.config = config
+        self.options = options
+        self.logger = logger
+    }
+
+    /// Runs the sync and returns the progress counters (for the summary).
+    @discardableResult
+    public func run() throws -> SyncProgress {
+        let destination = try DestinationURL.open(options.destination, logger: logger)
+        let saved = try destination.committedState()
+        var stateBytes = JSONWriter()
+        stateBytes.value(.array(saved))
+        let states = try InputState.parse(stateBytes.bytes, file: "the destination's saved state")
+        let cdcState = try CDCState.parse(stateBytes.bytes, file: "the destination's saved state")
+
+        let factory = try ConnectionFactory(config: config, logger: logger)
+        defer { factory.close() }
+        do {
+            return try run(destination: destination, states: states, cdcState: cdcState, factory: factory)
+        } catch {
+            throw factory.translate(error)
+        }
+    }
+
+    private func run(destination: SyncDestination, states: [String: StreamState], cdcState: CDCState?, factory: ConnectionFactory) throws -> SyncProgress {
+        let conn = try factory.connect()
+        let schemas = options.catalog.map { Array(Set($0.map(\.namespace))).sorted() } ?? config.schemas
+        let discovered = try Discovery.discover(conn, schemas: schemas)
+        let plan = try SyncPlan.make(config: config, discovered: discovered, catalog: options.catalog)
+        guard !plan.isEmpty else {
+            throw SyncError.plan("nothing to sync: no readable tables, views or materialized views in schemas \(schemas) (setting `schemas`)")
+        }
+        for s in plan { logger.info("plan: \(s.key) → \(s.mode) (\(s.reason))") }
+        if options.follow && !plan.contains(where: { $0.mode == .cdc }) {
+            throw SyncError.plan("--follow streams changes by CDC, but no stream is synced by CDC (set replication_method to CDC)")
+        }
+        try destination.prepare(plan)
+
+        // A full refresh resumes only into rows staged under its saved checkpoint, and only with a
+        // primary key (a restarted read then overwrites instead of duplicating).
+        var resume: Set<String> = []
+        var readStates = states
+        for s in plan where s.mode == .fullRefresh {
+            if case .load(let l)? = states[s.key], l.incremental == nil, !s.primaryKey.isEmpty, try hasStaging(destination, s) {
+                resume.insert(s.key)
+                logger.info("\(s.key): resuming the interrupted full refresh at page \(l.nextPage)")
+            } else {
+                readStates[s.key] = nil
+            }
+        }
+
+        let progress = SyncProgress(plan)
+        let printer = ProgressPrinter(progress: progress)
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { throw SyncError.stopped("cannot create a pipe: \(String(cString: strerror(errno)))") }
+        _ = fcntl(fds[1], 1031 /* F_SETPIPE_SZ */, 1 << 20)
+        signal(SIGPIPE, SIG_IGN)
+        let applier = Applier(fd: fds[0], destination: destination, plan: plan, resume: resume, progress: progress,
+                              printer: printer, stateFile: options.stateFile, logger: logger)
+        applier.start()
+        printer.start()
+        var readerError: Error?
+        do {
+            let out = OutputSink(fd: fds[1])
+            let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
+            for s in plan where s.mode != .cdc {
+                try reader.read(s.configured, s.discovered, state: readStates[s.key])
+            }
+            let cdcStreams = plan.filter { $0.mode == .cdc }
+            if case .cdc(let cdc) = config.replication, !cdcStreams.isEmpty {
+                let cdcReader = CDCReader(factory: factory, config: config, cdc: cdc, out: out, logger: logger)
+                cdcReader.emitTruncateEvents = true
+                cdcReader.commitFeedback = applier
+                cdcReader.follow = options.follow
+                cdcReader.stopRequested = { SyncStop.isRequested }
+                if options.follow {
+                    SyncStop.graceful.store(true, ordering: .relaxed)
+                    logger.info("following changes; SIGINT or SIGTERM commits what was applied and stops")
+                }
+                defer { SyncStop.graceful.store(false, ordering: .relaxed) }
+                try cdcReader.run(cdcStreams.map { ($0.configured, $0.discovered) }, state: cdcState)
+            }
+            try out.flush()
+        } catch {
+            readerError = error
+        }
+        close(fds[1])
+        applier.join()
+        printer.finish()
+        // The destination's failure explains a reader's broken pipe, so it comes first.
+        if let e = applier.failure { throw e }
+        if let e = readerError { throw e }
+        return progress
+    }
+
+    private func hasStaging(_ d: SyncDestination, _ s: SyncStream) throws -> Bool {
+        switch d {
+        case let x as SQLiteDestination: return try x.hasStaging(s)
+        case let x as PostgresDestination: return try x.hasStaging(s)
+        case let x as JSONLDestination: return x.hasStaging(s)
+        default: return false
+        }
+    }
+}
+
+/// Reads the message stream from the pipe and applies it; reports committed LSNs to the CDC reader.
+final class Applier: CDCCommitFeedback, @unchecked Sendable {
+    let fd: Int32
+    let destination: SyncDestination
+    let streams: [String: SyncStream]
+    let resume: Set<String>
+    let progress: SyncProgress
+    let printer: ProgressPrinter
+    let stateFile: String?
+    let logger: Logger
+    private let cond = NSCondition()
+    private var durable: LSN?
+    private var done = false
+    private(set) var failure: Error?
+    private var thread: Thread?
+    private let finished = DispatchSemaphore(value: 0)
+    /// STATE messages committed so far, by key (mirrored to --state-file).
+    private var committed: [String: JSONValue] = [:]
+
+    init(fd: Int32, destination: SyncDestination, plan: [SyncStream], resume: Set<String>, progress: SyncProgress,
+         printer: ProgressPrinter, stateFile: String?, logger: Logger) {
+        self.fd = fd
+        self.destination = destination
+        self.streams = Dictionary(plan.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        self.resume = resume
+        self.progress = progress
+        self.printer = printer
+        self.stateFile = stateFile
+        self.logger = logger
+    }
+
+    func start() {
+        let t = Thread { [self] in
+            do { try loop() } catch {
+                cond.lock(); failure = error; cond.unlock()
+            }
+            destination.rollback()
+            close(fd)
+            cond.lock(); done = true; cond.broadcast(); cond.unlock()
+            finished.signal()
+        }
+        t.name = "postgate-applier"
+        t.stackSize = 4 << 20
+        thread = t
+        t.start()
+    }
+
+    func join() { finished.wait() }
+
+    func durableLSN() -> LSN? {
+        cond.lock(); defer { cond.unlock() }
+        return durable
+    }
+
+    func waitUntilDurable(_ lsn: LSN) throws -> LSN? {
+        cond.lock(); defer { cond.unlock() }
+        while !(durable.map { $0 >= lsn } ?? false) {
+            if done {
+                throw failure ?? SyncError.stopped("the destination stopped before committing position \(lsn); nothing after its last commit was confirmed to the slot")
+            }
+            cond.wait(until: Date().addingTimeInterval(1))
+        }
+        return durable
+    }
+
+    private func loop() throws {
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var line: [UInt8] = []
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SyncError.stopped("cannot read the record stream: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { return }
+            var start = 0
+            for i in 0..<n where buffer[i] == 0x0a {
+                if line.isEmpty {
+                    try handle(Array(buffer[start..<i]))
+                } else {
+                    line.append(contentsOf: buffer[start..<i])
+                    try handle(line)
+                    line.removeAll(keepingCapacity: true)
+                }
+                start = i + 1
+            }
+            if start < n { line.append(contentsOf: buffer[start..<n]) }
+        }
+    }
+
+    private func stream(_ v: JSONValue?) -> SyncStream? {
+        guard let ns = v?["namespace"]?.stringValue, let name = v?["name"]?.stringValue ?? v?["stream"]?.stringValue else { return nil }
+        return streams["\(ns).\(name)"]
+    }
+
+    private func handle(_ bytes: [UInt8]) throws {
+        let m = try JSONParser.parse(bytes)
+        switch m["type"]?.stringValue {
+        case "RECORD":
+            guard let rec = m["record"], let s = stream(rec), case .object(let data)? = rec["data"] else { return }
+            var omitted: Set<String> = []
+            for c in rec["meta"]?["changes"]?.arrayValue ?? [] where c["reason"]?.stringValue == "SOURCE_UNCHANGED_TOAST" {
+                if let f = c["field"]?.stringValue { omitted.insert(f) }
+            }
+            let deleted = data["_ab_cdc_deleted_at"].map { $0 != .null } ?? false
+            let r = SyncRecord(data: data, omitted: omitted, deleted: deleted)
+            if s.mode == .fullRefresh {
+                try destination.load(s, r)
+                progress.update(s.key) { $0.records += 1 }
+            } else {
+                let outcome = try destination.merge(s, r)
+                progress.update(s.key) { p in
+                    p.records += 1
+                    switch outcome {
+                    case .inserted: p.inserted += 1
+                    case .updated: p.updated += 1
+                    case .deleted: p.deleted += 1
+                    case .unchanged: p.unchanged += 1
+                    case .appended: p.appended += 1
+                    case .batched: break
+                    }
+                }
+            }
+        case "STATE":
+            guard let st = m["state"] else { return }
+            var key = "global"
+            var lsn: LSN?
+            if st["type"]?.stringValue == "STREAM" {
+                guard let desc = st["stream"]?["stream_descriptor"], let s = stream(desc) else { return }
+                key = "stream:\(s.key)"
+                if s.mode == .fullRefresh, st["stream"]?["stream_state"]?["state_type"]?.stringValue == "full_refresh" {
+                    try destination.finishFullRefresh(s)
+                }
+            } else if let text = st["global"]?["shared_state"]?["lsn"]?.stringValue {
+                lsn = LSN(text)
+            }
+            try destination.commit(states: [(key, m)])
+            absorbBatchedOutcomes()
+            committed[key] = m
+            if let stateFile { try mirror(to: stateFile) }
+            if let lsn {
+                cond.lock(); durable = lsn; cond.broadcast(); cond.unlock()
+            }
+        case "TRACE":
+            guard let t = m["trace"] else { return }
+            if t["type"]?.stringValue == "ESTIMATE", let e = t["estimate"], let s = stream(e) {
+                let rows = e["row_estimate"]?.int64Value ?? -1
+                progress.update(s.key) { $0.estimate = rows }
+            } else if t["type"]?.stringValue == "STREAM_STATUS", let st = t["stream_status"], let s = stream(st["stream_descriptor"]) {
+                switch st["status"]?.stringValue {
+                case "STARTED":
+                    progress.update(s.key) { $0.started = $0.started ?? Date() }
+                    if s.mode == .fullRefresh { try destination.startFullRefresh(s, resume: resume.contains(s.key)) }
+                case "COMPLETE":
+                    progress.update(s.key) { $0.finished = Date() }
+                    if let p = progress.snapshot.first(where: { $0.key == s.key }) { printer.streamFinished(p) }
+                default: break
+                }
+            }
+        case "POSTGATE_TRUNCATE":
+            guard let s = stream(m["stream"]) else { return }
+            let n = try destination.truncate(s)
+            progress.update(s.key) { $0.deleted += n }
+        default:
+            break // LOG lines were already written to stderr by the reader's logger.
+        }
+    }
+
+    private func absorbBatchedOutcomes() {
+        guard let pg = destination as? PostgresDestination else { return }
+        for (key, o) in pg.takeOutcomes() {
+            progress.update(key) { p in
+                p.inserted += o.inserted
+                p.updated += o.updated
+                p.unchanged += o.unchanged
+            }
+        }
+    }
+
+    /// Writes the committed state as a JSON array of STATE messages (usable as `read --state`).
+    private func mirror(to path: String) throws {
+        var w = JSONWriter()
+        w.value(.array(committed.keys.sorted().map { committed[$0]! }))
+        try JSONLDestination.writeDurably(w.bytes, to: path)
+    }
+}

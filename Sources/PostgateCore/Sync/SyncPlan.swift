@@ -1,0 +1,180 @@
+/// How `sync` moves one stream.
+public enum SyncMode: Sendable, Equatable, CustomStringConvertible {
+    case fullRefresh
+    case cursor(String)
+    case xmin
+    case cdc
+
+    public var description: String {
+        switch self {
+        case .fullRefresh: return "full refresh"
+        case .cursor(let c): return "cursor incremental on \(c)"
+        case .xmin: return "xmin incremental"
+        case .cdc: return "CDC"
+        }
+    }
+
+    /// True when records are merged into the existing table (by primary key when there is one).
+    var isIncremental: Bool { self != .fullRefresh }
+}
+
+/// The destination-side type of a column, chosen from the source type.
+public enum ColumnKind: Sendable, Equatable {
+    case integer, real, numeric, boolean, text, json, bytes, date, time, timestamp, timestamptz
+}
+
+/// One stream as `sync` moves it: what is read, how, and the table it lands in.
+public struct SyncStream: Sendable {
+    public struct Column: Sendable, Equatable {
+        public var name: String
+        public var kind: ColumnKind
+        /// The source type name (`format_type`), for destinations that can keep it.
+        public var sourceType: String?
+    }
+
+    public var configured: ConfiguredStream
+    public var discovered: DiscoveredStream
+    public var mode: SyncMode
+    public var columns: [Column]
+    public var primaryKey: [String]
+    /// Why this mode was chosen (for the plan printed at the start).
+    public var reason: String
+
+    public var namespace: String { discovered.schema }
+    public var name: String { discovered.name }
+    /// `schema.name`, as in state and logs.
+    public var key: String { "\(discovered.schema).\(discovered.name)" }
+    /// Columns CDC adds to each row.
+    static let cdcColumns: [Column] = [
+        Column(name: "_ab_cdc_lsn", kind: .integer, sourceType: "bigint"),
+        Column(name: "_ab_cdc_updated_at", kind: .timestamptz, sourceType: "timestamptz"),
+    ]
+}
+
+/// Chooses each stream's mode: from the catalog when one is given, otherwise the best the
+/// config allows (CDC when configured; else incremental where a cursor or xmin fits; else full refresh).
+public enum SyncPlan {
+    /// Column names that make a good cursor when no catalog names one, most telling first.
+    static let cursorNames = ["updated_at", "modified_at", "last_modified", "last_modified_at", "updated", "modified", "changed_at", "last_updated"]
+
+    public static func make(config: PostgateConfig, discovered: [DiscoveredStream], catalog: [ConfiguredStream]?) throws -> [SyncStream] {
+        if let catalog {
+            let byName = Dictionary(discovered.map { ("\($0.schema).\($0.name)", $0) }, uniquingKeysWith: { a, _ in a })
+            return try catalog.map { cs in
+                guard let ds = byName[cs.label] else {
+                    throw SyncError.plan("stream \(cs.label) in the catalog is not a readable table, view or materialized view (dropped, or SELECT revoked?); run discover again")
+                }
+                return try fromCatalog(cs, ds, config: config)
+            }
+        }
+        return discovered.map { auto($0, config: config) }
+    }
+
+    static func fromCatalog(_ cs: ConfiguredStream, _ ds: DiscoveredStream, config: PostgateConfig) throws -> SyncStream {
+        var mode = SyncMode.fullRefresh
+        if cs.syncMode == .incremental {
+            switch config.replication {
+            case .cdc: mode = .cdc
+            case .xmin: mode = .xmin
+            case .standard:
+                guard let field = cs.cursorField.first else {
+                    throw SyncError.plan("stream \(cs.label): incremental with replication_method Standard needs a cursor_field in the catalog")
+                }
+                mode = .cursor(field)
+            }
+        }
+        let pk = cs.primaryKey.compactMap(\.first).isEmpty ? ds.primaryKey : cs.primaryKey.compactMap(\.first)
+        return stream(cs, ds, mode: mode, primaryKey: pk, reason: "from the catalog")
+    }
+
+    static func auto(_ ds: DiscoveredStream, config: PostgateConfig) -> SyncStream {
+        let isTable = ds.kind == .table || ds.kind == .partitionedTable
+        var mode = SyncMode.fullRefresh
+        var reason: String
+        switch config.replication {
+        case .cdc:
+            if !isTable {
+                reason = "a \(ds.kind.label); CDC captures tables only"
+            } else if ds.primaryKey.isEmpty {
+                reason = "no primary key, so changes cannot be matched to rows"
+            } else {
+                mode = .cdc
+                reason = "replication_method is CDC"
+            }
+        case .xmin:
+            if ds.kind == .view {
+                reason = "a view has no xmin"
+            } else {
+                mode = .xmin
+                reason = "replication_method is Xmin"
+            }
+        case .standard:
+            let candidates = ds.columns.filter { [.timestampWithTimeZone, .timestampWithoutTimeZone, .date, .integer].contains($0.kind) }
+            if let c = cursorNames.lazy.compactMap({ n in candidates.first { $0.name.lowercased() == n } }).first {
+                mode = .cursor(c.name)
+                reason = "column \(c.name) looks like a last-modified time"
+            } else {
+                reason = "no column looks like a cursor (e.g. updated_at); give a catalog to choose one"
+            }
+        }
+        let cs = ConfiguredStream(
+            namespace: ds.schema, name: ds.name, selectedColumns: nil,
+            syncMode: mode == .fullRefresh ? .fullRefresh : .incremental,
+            destinationSyncMode: mode == .fullRefresh ? "overwrite" : "append_dedup",
+            cursorField: { if case .cursor(let c) = mode { return [c] } else { return [] } }(),
+            primaryKey: ds.primaryKey.map { [$0] })
+        return stream(cs, ds, mode: mode, primaryKey: ds.primaryKey, reason: reason)
+    }
+
+    static func stream(_ cs: ConfiguredStream, _ ds: DiscoveredStream, mode: SyncMode, primaryKey: [String], reason: String) -> SyncStream {
+        let selected = cs.selectedColumns.map(Set.init)
+        var columns = ds.columns.filter { selected?.contains($0.name) ?? true }.map {
+            SyncStream.Column(name: $0.name, kind: columnKind($0.type), sourceType: $0.type.name)
+        }
+        if mode == .cdc { columns += SyncStream.cdcColumns }
+        return SyncStream(configured: cs, discovered: ds, mode: mode, columns: columns, primaryKey: primaryKey, reason: reason)
+    }
+
+    /// The destination kind of a source type.
+    static func columnKind(_ t: PostgresType) -> ColumnKind {
+        if t.isArray { return .json }
+        switch t.name {
+        case "int2", "int4", "int8", "oid": return .integer
+        case "float4", "float8": return .real
+        case "numeric", "money": return .numeric
+        case "bool": return .boolean
+        case "json", "jsonb": return .json
+        case "bytea": return .bytes
+        case "date": return .date
+        case "time", "timetz": return .time
+        case "timestamp": return .timestamp
+        case "timestamptz": return .timestamptz
+        default: return .text
+        }
+    }
+}
+
+/// Why a sync could not start or finish; every case names what to change.
+public enum SyncError: Error, UserFacingError, CustomStringConvertible {
+    case plan(String)
+    case destination(String)
+    case applying(stream: String, reason: String)
+    case stopped(String)
+
+    public var description: String {
+        switch self {
+        case .plan(let m): return m
+        case .destination(let m): return "destination: \(m)"
+        case .applying(let s, let r): return "applying \(s) to the destination: \(r)"
+        case .stopped(let m): return m
+        }
+    }
+
+    public var userMessage: String { description }
+    public var failureType: String {
+        switch self {
+        case .plan, .destination: return "config_error"
+        case .applying, .stopped: return "system_error"
+        }
+    }
+}
