@@ -49,7 +49,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PostgateCoreTests",
-            dependencies: ["PostgateCore"]
+            dependencies: ["PostgateCore", .product(name: "GRDB", package: "GRDB.swift")]
         ),
     ],
     swiftLanguageModes: [.v6]
