@@ -9,8 +9,42 @@ public final class SQLiteDestination: SyncDestination {
     let path: String
     let logger: Logger
     /// Columns of each stream's table as they are now (grows when the source adds columns).
-    var tableColumns: [String: [SyncStream.Column]] = [:]
+    var tableColumns: [String: [SyncStream.Column]] { tables.mapValues(\.columns) }
+    var tables: [String: Table] = [:]
     var inTransaction = false
+
+    /// One stream's table: its columns and prepared statements, reused for every row.
+    final class Table {
+        var columns: [SyncStream.Column]
+        var names: Set<String>
+        var byName: [String: SyncStream.Column]
+        var statements: [String: Statement] = [:]
+        init(_ columns: [SyncStream.Column]) {
+            self.columns = columns
+            names = Set(columns.map(\.name))
+            byName = Dictionary(columns.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        }
+        func add(_ c: SyncStream.Column) {
+            columns.append(c)
+            names.insert(c.name)
+            byName[c.name] = c
+            statements = [:]
+        }
+        /// A statement prepared once per table shape.
+        func statement(_ db: Database, _ key: String, _ sql: () -> String) throws -> Statement {
+            if let st = statements[key] { return st }
+            let st = try db.makeStatement(sql: sql())
+            statements[key] = st
+            return st
+        }
+    }
+
+    func table(_ s: SyncStream) -> Table {
+        if let t = tables[s.key] { return t }
+        let t = Table(s.columns)
+        tables[s.key] = t
+        return t
+    }
 
     public var label: String { "sqlite:\(path)" }
 
@@ -33,20 +67,22 @@ public final class SQLiteDestination: SyncDestination {
         }
     }
 
-    static func q(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+    static func q(_ name: String) -> String {
+        name.contains("\"") ? "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : "\"" + name + "\""
+    }
 
     static func reason(_ error: Error) -> String {
         if let e = error as? DatabaseError { return e.message ?? "\(e.resultCode)" }
         return "\(error)"
     }
 
-    func run<T>(_ what: String, _ body: (Database) throws -> T) throws -> T {
+    func run<T>(_ what: @autoclosure () -> String, _ body: (Database) throws -> T) throws -> T {
         do {
             return try queue.inDatabase { db in try body(db) }
         } catch let e as SyncError {
             throw e
         } catch {
-            throw SyncError.destination("SQLite \(path): \(what): \(Self.reason(error))")
+            throw SyncError.destination("SQLite \(path): \(what()): \(Self.reason(error))")
         }
     }
 
@@ -93,7 +129,7 @@ public final class SQLiteDestination: SyncDestination {
         try run("creating tables") { db in
             for s in streams {
                 let table = DestinationNaming.table(s)
-                tableColumns[s.key] = s.columns
+                tables[s.key] = Table(s.columns)
                 if s.mode == .fullRefresh { continue }
                 if let have = try existingColumns(db, table) {
                     for c in s.columns where !have.contains(c.name) {
@@ -116,6 +152,7 @@ public final class SQLiteDestination: SyncDestination {
         let staging = DestinationNaming.table(s) + DestinationNaming.stagingSuffix
         try run("starting a full refresh") { db in
             try begin(db)
+            table(s).statements = [:]
             if resume, try existingColumns(db, staging) != nil { return }
             try db.execute(sql: "DROP TABLE IF EXISTS \(Self.q(staging))")
             try db.execute(sql: createSQL(staging, s))
@@ -123,16 +160,24 @@ public final class SQLiteDestination: SyncDestination {
     }
 
     public func load(_ s: SyncStream, _ r: SyncRecord) throws {
-        let staging = DestinationNaming.table(s) + DestinationNaming.stagingSuffix
-        let cols = tableColumns[s.key] ?? s.columns
+        let t = table(s)
         try run("loading \(s.key)") { db in
             try begin(db)
-            // A resumed chunk may repeat rows: with a key, the newest copy wins.
-            let verb = s.primaryKey.isEmpty ? "INSERT" : "INSERT OR REPLACE"
-            let sql = "\(verb) INTO \(Self.q(staging)) (\(cols.map { Self.q($0.name) }.joined(separator: ", "))) VALUES (\(Array(repeating: "?", count: cols.count).joined(separator: ", ")))"
-            let st = try db.cachedStatement(sql: sql)
-            try st.execute(arguments: StatementArguments(try cols.map { try Self.value(r.value($0.name), $0, stream: s.key) }))
+            let st = try t.statement(db, "load") {
+                // A resumed chunk may repeat rows: with a key, the newest copy wins.
+                let verb = s.primaryKey.isEmpty ? "INSERT" : "INSERT OR REPLACE"
+                let staging = DestinationNaming.table(s) + DestinationNaming.stagingSuffix
+                return "\(verb) INTO \(Self.q(staging)) (\(t.columns.map { Self.q($0.name) }.joined(separator: ", "))) VALUES (\(Array(repeating: "?", count: t.columns.count).joined(separator: ", ")))"
+            }
+            try st.execute(arguments: try Self.arguments(r, t.columns))
         }
+    }
+
+    static func arguments(_ r: SyncRecord, _ cols: [SyncStream.Column]) throws -> StatementArguments {
+        var values: [DatabaseValue] = []
+        values.reserveCapacity(cols.count)
+        for c in cols { values.append(try value(r.data[c.name], c, stream: "")) }
+        return StatementArguments(values)
     }
 
     public func finishFullRefresh(_ s: SyncStream) throws {
@@ -145,10 +190,9 @@ public final class SQLiteDestination: SyncDestination {
     }
 
     /// Adds columns a record carries that the table does not have yet (a column added at the source mid-stream).
-    func widen(_ db: Database, _ s: SyncStream, _ r: SyncRecord) throws -> [SyncStream.Column] {
-        var cols = tableColumns[s.key] ?? s.columns
-        let known = Set(cols.map(\.name))
-        for (k, v) in r.data.entries where !known.contains(k) && k != "_ab_cdc_deleted_at" {
+    func widen(_ db: Database, _ s: SyncStream, _ r: SyncRecord) throws -> Table {
+        let t = table(s)
+        for (k, v) in r.data.entries where !t.names.contains(k) && k != "_ab_cdc_deleted_at" {
             let kind: ColumnKind
             switch v {
             case .number: kind = .numeric
@@ -159,18 +203,18 @@ public final class SQLiteDestination: SyncDestination {
             let table = DestinationNaming.table(s)
             try db.execute(sql: "ALTER TABLE \(Self.q(table)) ADD COLUMN \(Self.q(k)) \(Self.declaredType(kind))")
             logger.info("\(table): added column \(k) (new at the source)")
-            cols.append(SyncStream.Column(name: k, kind: kind, sourceType: nil))
+            t.add(SyncStream.Column(name: k, kind: kind, sourceType: nil))
         }
-        tableColumns[s.key] = cols
-        return cols
+        return t
     }
 
     public func merge(_ s: SyncStream, _ r: SyncRecord) throws -> ApplyOutcome {
         let table = Self.q(DestinationNaming.table(s))
         return try run("applying a change to \(s.key)") { db in
             try begin(db)
-            let cols = try widen(db, s, r)
-            let byName = Dictionary(cols.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            let t = try widen(db, s, r)
+            let cols = t.columns
+            let byName = t.byName
             if r.deleted {
                 if s.primaryKey.isEmpty {
                     // Without a key, remove one row equal to the old row CDC sent.
@@ -180,34 +224,38 @@ public final class SQLiteDestination: SyncDestination {
                     let st = try db.cachedStatement(sql: "DELETE FROM \(table) WHERE rowid = (SELECT rowid FROM \(table) WHERE \(cond) LIMIT 1)")
                     try st.execute(arguments: StatementArguments(try present.map { try Self.value(r.value($0.name), $0, stream: s.key) }))
                 } else {
-                    let cond = s.primaryKey.map { "\(Self.q($0)) IS ?" }.joined(separator: " AND ")
-                    let st = try db.cachedStatement(sql: "DELETE FROM \(table) WHERE \(cond)")
-                    try st.execute(arguments: StatementArguments(try s.primaryKey.map { try Self.value(r.value($0), byName[$0] ?? SyncStream.Column(name: $0, kind: .text), stream: s.key) }))
+                    let st = try t.statement(db, "delete") { "DELETE FROM \(table) WHERE \(s.primaryKey.map { "\(Self.q($0)) IS ?" }.joined(separator: " AND "))" }
+                    try st.execute(arguments: try Self.arguments(r, s.primaryKey.map { byName[$0] ?? SyncStream.Column(name: $0, kind: .text) }))
                 }
                 return db.changesCount > 0 ? .deleted : .unchanged
             }
             // Columns the record carries; TOAST-omitted ones keep the destination's value.
-            let present = cols.filter { r.omitted.contains($0.name) == false && (r.data[$0.name] != nil || r.omitted.isEmpty) }
-            let args = StatementArguments(try present.map { try Self.value(r.value($0.name), $0, stream: s.key) })
-            let names = present.map { Self.q($0.name) }.joined(separator: ", ")
-            let marks = Array(repeating: "?", count: present.count).joined(separator: ", ")
+            let present = r.omitted.isEmpty ? cols : cols.filter { !r.omitted.contains($0.name) && r.data[$0.name] != nil }
+            let shape = r.omitted.isEmpty ? "full" : "partial:" + present.map(\.name).joined(separator: "\u{1}")
+            let args = try Self.arguments(r, present)
+            func names() -> String { present.map { Self.q($0.name) }.joined(separator: ", ") }
+            func marks() -> String { Array(repeating: "?", count: present.count).joined(separator: ", ") }
             if s.primaryKey.isEmpty {
-                try db.cachedStatement(sql: "INSERT INTO \(table) (\(names)) VALUES (\(marks))").execute(arguments: args)
+                try t.statement(db, "append:" + shape) { "INSERT INTO \(table) (\(names())) VALUES (\(marks()))" }.execute(arguments: args)
                 return .appended
             }
-            let keyCond = s.primaryKey.map { "\(Self.q($0)) IS ?" }.joined(separator: " AND ")
-            let exists = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM \(table) WHERE \(keyCond))"),
-                                           arguments: StatementArguments(try s.primaryKey.map { try Self.value(r.value($0), byName[$0] ?? SyncStream.Column(name: $0, kind: .text), stream: s.key) })) ?? false
-            let updatable = present.filter { !s.primaryKey.contains($0.name) }
-            var sql = "INSERT INTO \(table) (\(names)) VALUES (\(marks)) ON CONFLICT (\(s.primaryKey.map(Self.q).joined(separator: ", "))) "
-            if updatable.isEmpty {
-                sql += "DO NOTHING"
-            } else {
+            let keyColumns = s.primaryKey.map { byName[$0] ?? SyncStream.Column(name: $0, kind: .text) }
+            let exists = try Bool.fetchOne(t.statement(db, "exists") {
+                "SELECT EXISTS (SELECT 1 FROM \(table) WHERE \(s.primaryKey.map { "\(Self.q($0)) IS ?" }.joined(separator: " AND ")))"
+            }, arguments: try Self.arguments(r, keyColumns)) ?? false
+            let st = try t.statement(db, "upsert:" + shape) {
+                let updatable = present.filter { !s.primaryKey.contains($0.name) }
+                let compared = updatable.filter { !$0.name.hasPrefix("_ab_cdc_") }
+                var sql = "INSERT INTO \(table) (\(names())) VALUES (\(marks())) ON CONFLICT (\(s.primaryKey.map(Self.q).joined(separator: ", "))) "
+                if updatable.isEmpty { return sql + "DO NOTHING" }
                 sql += "DO UPDATE SET " + updatable.map { "\(Self.q($0.name)) = excluded.\(Self.q($0.name))" }.joined(separator: ", ")
-                    + " WHERE " + updatable.filter { !$0.name.hasPrefix("_ab_cdc_") }.map { "\(table).\(Self.q($0.name)) IS NOT excluded.\(Self.q($0.name))" }.joined(separator: " OR ")
-                if updatable.allSatisfy({ $0.name.hasPrefix("_ab_cdc_") }) { sql = sql.replacingOccurrences(of: " WHERE ", with: "") }
+                if !compared.isEmpty {
+                    // A row identical to the stored one is not rewritten (and not counted).
+                    sql += " WHERE " + compared.map { "\(table).\(Self.q($0.name)) IS NOT excluded.\(Self.q($0.name))" }.joined(separator: " OR ")
+                }
+                return sql
             }
-            try db.cachedStatement(sql: sql).execute(arguments: args)
+            try st.execute(arguments: args)
             if db.changesCount == 0 { return .unchanged }
             return exists ? .updated : .inserted
         }

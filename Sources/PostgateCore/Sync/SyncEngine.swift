@@ -222,7 +222,7 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
                 if errno == EINTR { continue }
                 throw SyncError.stopped("cannot read the record stream: \(String(cString: strerror(errno)))")
             }
-            if n == 0 { return }
+            if n == 0 { publishCounts(); return }
             var start = 0
             for i in 0..<n where buffer[i] == 0x0a {
                 if line.isEmpty {
@@ -238,9 +238,39 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
         }
     }
 
+    private var lastStream: (namespace: String, name: String, stream: SyncStream)?
+
     private func stream(_ v: JSONValue?) -> SyncStream? {
         guard let ns = v?["namespace"]?.stringValue, let name = v?["name"]?.stringValue ?? v?["stream"]?.stringValue else { return nil }
-        return streams["\(ns).\(name)"]
+        if let l = lastStream, l.namespace == ns, l.name == name { return l.stream }
+        guard let s = streams["\(ns).\(name)"] else { return nil }
+        lastStream = (ns, name, s)
+        return s
+    }
+
+    /// Counts not yet published to `progress` (published every few thousand records and at each state).
+    private var pending: [String: SyncProgress.Stream] = [:]
+    private var pendingRecords = 0
+
+    private func count(_ key: String, _ body: (inout SyncProgress.Stream) -> Void) {
+        body(&pending[key, default: SyncProgress.Stream(key: key, mode: "")])
+        pendingRecords += 1
+        if pendingRecords >= 4096 { publishCounts() }
+    }
+
+    private func publishCounts() {
+        for (key, d) in pending {
+            progress.update(key) { p in
+                p.records += d.records
+                p.inserted += d.inserted
+                p.updated += d.updated
+                p.deleted += d.deleted
+                p.unchanged += d.unchanged
+                p.appended += d.appended
+            }
+        }
+        pending = [:]
+        pendingRecords = 0
     }
 
     private func handle(_ bytes: [UInt8]) throws {
@@ -256,10 +286,10 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
             let r = SyncRecord(data: data, omitted: omitted, deleted: deleted)
             if s.mode == .fullRefresh {
                 try destination.load(s, r)
-                progress.update(s.key) { $0.records += 1 }
+                count(s.key) { $0.records += 1 }
             } else {
                 let outcome = try destination.merge(s, r)
-                progress.update(s.key) { p in
+                count(s.key) { p in
                     p.records += 1
                     switch outcome {
                     case .inserted: p.inserted += 1
@@ -272,6 +302,7 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
                 }
             }
         case "STATE":
+            publishCounts()
             guard let st = m["state"] else { return }
             var key = "global"
             var lsn: LSN?
@@ -292,6 +323,7 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
                 cond.lock(); durable = lsn; cond.broadcast(); cond.unlock()
             }
         case "TRACE":
+            publishCounts()
             guard let t = m["trace"] else { return }
             if t["type"]?.stringValue == "ESTIMATE", let e = t["estimate"], let s = stream(e) {
                 let rows = e["row_estimate"]?.int64Value ?? -1
@@ -310,7 +342,7 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
         case "POSTGATE_TRUNCATE":
             guard let s = stream(m["stream"]) else { return }
             let n = try destination.truncate(s)
-            progress.update(s.key) { $0.deleted += n }
+            count(s.key) { $0.deleted += n }
         default:
             break // LOG lines were already written to stderr by the reader's logger.
         }
