@@ -197,13 +197,7 @@ public final class PostgresDestination: SyncDestination {
         if added.isEmpty { return cols }
         try flush(s)
         for (k, v) in added {
-            let kind: ColumnKind
-            switch v {
-            case .number: kind = .numeric
-            case .bool: kind = .boolean
-            case .array, .object: kind = .json
-            default: kind = .text
-            }
+            let kind = ColumnKind(inferredFrom: v)
             let c = SyncStream.Column(name: k, kind: kind, sourceType: nil)
             _ = try exec("adding column \(k)", "ALTER TABLE \(table(s)) ADD COLUMN \(Self.q(k)) \(Self.declaredType(c))")
             logger.info("\(s.key): added column \(k) (new at the source)")

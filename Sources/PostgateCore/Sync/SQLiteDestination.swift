@@ -193,13 +193,7 @@ public final class SQLiteDestination: SyncDestination {
     func widen(_ db: Database, _ s: SyncStream, _ r: SyncRecord) throws -> Table {
         let t = table(s)
         for (k, v) in r.data.entries where !t.names.contains(k) && k != "_ab_cdc_deleted_at" {
-            let kind: ColumnKind
-            switch v {
-            case .number: kind = .numeric
-            case .bool: kind = .boolean
-            case .array, .object: kind = .json
-            default: kind = .text
-            }
+            let kind = ColumnKind(inferredFrom: v)
             let table = DestinationNaming.table(s)
             try db.execute(sql: "ALTER TABLE \(Self.q(table)) ADD COLUMN \(Self.q(k)) \(Self.declaredType(kind))")
             logger.info("\(table): added column \(k) (new at the source)")

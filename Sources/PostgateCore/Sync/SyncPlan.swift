@@ -21,6 +21,16 @@ public enum SyncMode: Sendable, Equatable, CustomStringConvertible {
 /// The destination-side type of a column, chosen from the source type.
 public enum ColumnKind: Sendable, Equatable {
     case integer, real, numeric, boolean, text, json, bytes, date, time, timestamp, timestamptz
+
+    /// The kind of a column first seen in a record (added at the source mid-stream): from its JSON value.
+    init(inferredFrom v: JSONValue) {
+        switch v {
+        case .number: self = .numeric
+        case .bool: self = .boolean
+        case .array, .object: self = .json
+        default: self = .text
+        }
+    }
 }
 
 /// One stream as `sync` moves it: what is read, how, and the table it lands in.

@@ -371,6 +371,22 @@ func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> B
         #expect(confirmed == saved, "confirmed \(confirmed) = committed \(saved)")
     }
 
+    @Test func aColumnAddedAtTheSourceMidStreamIsAddedToTheTable() throws {
+        let c = try CDCFixture("sync_addcol", tables: "CREATE TABLE a (id int PRIMARY KEY, v text)")
+        let f = c.f
+        let s = f.q(f.schema)
+        try f.admin.query("INSERT INTO \(s).a VALUES (1, 'one')")
+        let dest = try TestDestination(.sqlite, lab: f.lab)
+        #expect(try f.sync(c.config(), dest).status == 0)
+        try f.admin.query("ALTER TABLE \(s).a ADD COLUMN score numeric; INSERT INTO \(s).a VALUES (2, 'two', 2.5)")
+        let r = try f.sync(c.config(), dest)
+        #expect(r.status == 0, "\(r.stderr)")
+        let scores = try DatabaseQueue(path: dest.path).read { db in
+            try Row.fetchAll(db, sql: "SELECT id, score FROM \"\(f.schema)__a\" ORDER BY id").map { "\($0["id"] as Int64):\(($0["score"] as Double?).map { String($0) } ?? "NULL")" }
+        }
+        #expect(scores == ["1:NULL", "2:2.5"])
+    }
+
     @Test func badDestinationsAreExplained() throws {
         let f = try Fixture("sync_bad")
         try f.sql("CREATE TABLE \(f.q(f.schema)).t (id int PRIMARY KEY)")
