@@ -25,6 +25,10 @@ public protocol SyncDestination: AnyObject {
     func committedState() throws -> [JSONValue]
     /// Creates missing tables and adds columns the source gained.
     func prepare(_ streams: [SyncStream]) throws
+    /// True when an interrupted full refresh of `s` left rows staged that a resumed read can add to.
+    func hasStaging(_ s: SyncStream) throws -> Bool
+    /// Outcomes of merges reported as `.batched`, applied since the last call, per stream key.
+    func takeBatchedOutcomes() -> [String: (inserted: Int, updated: Int, unchanged: Int)]
     /// Starts (or, with `resume`, continues) loading a full refresh into a staging area.
     func startFullRefresh(_ s: SyncStream, resume: Bool) throws
     /// Adds one row to a full refresh in progress.
@@ -93,9 +97,8 @@ public enum DestinationURL {
     }
 }
 
-extension SyncRecord {
-    /// The record's value for `column`, or nil when it is absent.
-    func value(_ column: String) -> JSONValue? { data[column] }
+extension SyncDestination {
+    public func takeBatchedOutcomes() -> [String: (inserted: Int, updated: Int, unchanged: Int)] { [:] }
 }
 
 

@@ -8,13 +8,39 @@ public final class PostgresDestination: SyncDestination {
     let conn: PGConnection
     let logger: Logger
     var inTransaction = false
-    var tableColumns: [String: [SyncStream.Column]] = [:]
+    /// Per stream, built once: the table's columns (growing when the source adds one) and names.
+    final class Target {
+        var columns: [SyncStream.Column]
+        var columnNames: [String]
+        var names: Set<String>
+        let qualified: String
+        let staging: String
+        init(_ s: SyncStream) {
+            columns = s.columns
+            columnNames = s.columns.map(\.name)
+            names = Set(columnNames)
+            qualified = "\(PostgresDestination.q(s.namespace)).\(PostgresDestination.q(s.name))"
+            staging = "\(PostgresDestination.q(s.namespace)).\(PostgresDestination.q(s.name + DestinationNaming.stagingSuffix))"
+        }
+        func add(_ c: SyncStream.Column) {
+            columns.append(c)
+            columnNames.append(c.name)
+            names.insert(c.name)
+        }
+    }
+    var targets: [String: Target] = [:]
+
+    func target(_ s: SyncStream) -> Target {
+        if let t = targets[s.key] { return t }
+        let t = Target(s)
+        targets[s.key] = t
+        return t
+    }
     /// Rows waiting to be copied, per target: full-refresh loads and appends.
     var copyRows: [String: (table: String, columns: [String], data: [UInt8])] = [:]
     /// Upserts waiting, per stream: the newest row per key wins within a batch.
     var upserts: [String: (stream: SyncStream, rows: [String: [String?]], order: [String])] = [:]
     var batchTables: [String: String] = [:]
-    var pendingBytes = 0
     /// Outcomes of batched upserts not yet reported (applied at flush).
     public private(set) var flushedOutcomes: [String: (inserted: Int, updated: Int, unchanged: Int)] = [:]
 
@@ -36,7 +62,7 @@ public final class PostgresDestination: SyncDestination {
     static func q(_ s: String) -> String { PGConnection.quoteIdentifier(s) }
 
     func table(_ s: SyncStream, staging: Bool = false) -> String {
-        "\(Self.q(s.namespace)).\(Self.q(s.name + (staging ? DestinationNaming.stagingSuffix : "")))"
+        staging ? target(s).staging : target(s).qualified
     }
 
     func exec(_ what: String, _ sql: String, _ params: [String?] = []) throws -> PGResult {
@@ -105,7 +131,7 @@ public final class PostgresDestination: SyncDestination {
     public func prepare(_ streams: [SyncStream]) throws {
         try begin()
         for s in streams {
-            tableColumns[s.key] = s.columns
+            targets[s.key] = Target(s)
             _ = try exec("creating schema \(s.namespace)", "CREATE SCHEMA IF NOT EXISTS \(Self.q(s.namespace))")
             if s.mode == .fullRefresh { continue }
             if let have = try existingColumns(s) {
@@ -163,7 +189,6 @@ public final class PostgresDestination: SyncDestination {
             Self.appendCopyField(v, to: &entry.data)
         }
         entry.data.append(0x0a)
-        pendingBytes += entry.data.count
         copyRows[target] = entry
         if entry.data.count >= 4 << 20 { try flushCopy(target) }
     }
@@ -180,8 +205,8 @@ public final class PostgresDestination: SyncDestination {
 
     public func load(_ s: SyncStream, _ r: SyncRecord) throws {
         try begin()
-        let cols = tableColumns[s.key] ?? s.columns
-        try queueCopy(table(s, staging: true), columns: cols.map(\.name), values: cols.map { Self.text(r.value($0.name)) })
+        let t = target(s)
+        try queueCopy(t.staging, columns: t.columnNames, values: t.columns.map { Self.text(r.data[$0.name]) })
     }
 
     public func finishFullRefresh(_ s: SyncStream) throws {
@@ -191,21 +216,19 @@ public final class PostgresDestination: SyncDestination {
     }
 
     func widen(_ s: SyncStream, _ r: SyncRecord) throws -> [SyncStream.Column] {
-        var cols = tableColumns[s.key] ?? s.columns
-        let known = Set(cols.map(\.name))
-        let added = r.data.entries.filter { !known.contains($0.key) && $0.key != "_ab_cdc_deleted_at" }
-        if added.isEmpty { return cols }
+        let t = target(s)
+        guard r.data.entries.contains(where: { !t.names.contains($0.key) && $0.key != "_ab_cdc_deleted_at" }) else { return t.columns }
+        let added = r.data.entries.filter { !t.names.contains($0.key) && $0.key != "_ab_cdc_deleted_at" }
         try flush(s)
         for (k, v) in added {
             let kind = ColumnKind(inferredFrom: v)
             let c = SyncStream.Column(name: k, kind: kind, sourceType: nil)
             _ = try exec("adding column \(k)", "ALTER TABLE \(table(s)) ADD COLUMN \(Self.q(k)) \(Self.declaredType(c))")
             logger.info("\(s.key): added column \(k) (new at the source)")
-            cols.append(c)
+            t.add(c)
         }
-        tableColumns[s.key] = cols
         batchTables[s.key] = nil
-        return cols
+        return t.columns
     }
 
     /// Applies what is batched for one stream.
@@ -213,7 +236,7 @@ public final class PostgresDestination: SyncDestination {
         try flushCopy(table(s))
         guard let batch = upserts[s.key], !batch.rows.isEmpty else { return }
         upserts[s.key] = nil
-        let cols = tableColumns[s.key] ?? s.columns
+        let cols = target(s).columns
         let tmp: String
         if let t = batchTables[s.key] {
             tmp = t
@@ -262,7 +285,7 @@ public final class PostgresDestination: SyncDestination {
     }
 
     /// Takes (and clears) the outcomes of batched upserts applied so far.
-    public func takeOutcomes() -> [String: (inserted: Int, updated: Int, unchanged: Int)] {
+    public func takeBatchedOutcomes() -> [String: (inserted: Int, updated: Int, unchanged: Int)] {
         defer { flushedOutcomes = [:] }
         return flushedOutcomes
     }
@@ -276,13 +299,13 @@ public final class PostgresDestination: SyncDestination {
                 let present = cols.filter { r.data[$0.name] != nil && !$0.name.hasPrefix("_ab_cdc_") }
                 guard !present.isEmpty else { return .unchanged }
                 let cond = present.enumerated().map { "\(Self.q($1.name)) IS NOT DISTINCT FROM $\($0 + 1)::\(Self.declaredType($1))" }.joined(separator: " AND ")
-                let res = try exec("deleting from \(s.key)", "DELETE FROM \(table(s)) WHERE ctid = (SELECT ctid FROM \(table(s)) WHERE \(cond) LIMIT 1)", present.map { Self.text(r.value($0.name)) })
+                let res = try exec("deleting from \(s.key)", "DELETE FROM \(table(s)) WHERE ctid = (SELECT ctid FROM \(table(s)) WHERE \(cond) LIMIT 1)", present.map { Self.text(r.data[$0.name]) })
                 return res.affectedRows > 0 ? .deleted : .unchanged
             }
-            try queueCopy(table(s), columns: cols.map(\.name), values: cols.map { Self.text(r.value($0.name)) })
+            try queueCopy(table(s), columns: target(s).columnNames, values: cols.map { Self.text(r.data[$0.name]) })
             return .appended
         }
-        let keyValues = s.primaryKey.map { Self.text(r.value($0)) }
+        let keyValues = s.primaryKey.map { Self.text(r.data[$0]) }
         if r.deleted {
             try flush(s)
             let cond = s.primaryKey.enumerated().map { "\(Self.q($1)) = $\($0 + 1)" }.joined(separator: " AND ")
@@ -293,9 +316,8 @@ public final class PostgresDestination: SyncDestination {
             let key = keyValues.map { $0 ?? "\u{0}" }.joined(separator: "\u{1}")
             var batch = upserts[s.key] ?? (s, [:], [])
             if batch.rows[key] == nil { batch.order.append(key) }
-            batch.rows[key] = cols.map { Self.text(r.value($0.name)) }
+            batch.rows[key] = cols.map { Self.text(r.data[$0.name]) }
             upserts[s.key] = batch
-            pendingBytes += 64
             if batch.rows.count >= 20_000 { try flush(s) }
             return .batched
         }
@@ -308,7 +330,7 @@ public final class PostgresDestination: SyncDestination {
         var sql = "INSERT INTO \(table(s)) AS t (\(names)) VALUES (\(marks)) ON CONFLICT (\(s.primaryKey.map(Self.q).joined(separator: ", "))) "
         sql += updatable.isEmpty ? "DO NOTHING" : "DO UPDATE SET " + updatable.map { "\(Self.q($0.name)) = excluded.\(Self.q($0.name))" }.joined(separator: ", ")
         sql += " RETURNING (xmax = 0) AS inserted"
-        let res = try exec("updating \(s.key)", sql, present.map { Self.text(r.value($0.name)) })
+        let res = try exec("updating \(s.key)", sql, present.map { Self.text(r.data[$0.name]) })
         if res.rowCount == 0 { return .unchanged }
         return res.bool(0, "inserted") == true ? .inserted : .updated
     }
@@ -338,7 +360,6 @@ public final class PostgresDestination: SyncDestination {
         guard inTransaction else { return }
         _ = try exec("committing", "COMMIT")
         inTransaction = false
-        pendingBytes = 0
     }
 
     public func rollback() {

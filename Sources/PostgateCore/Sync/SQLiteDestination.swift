@@ -8,8 +8,7 @@ public final class SQLiteDestination: SyncDestination {
     let queue: DatabaseQueue
     let path: String
     let logger: Logger
-    /// Columns of each stream's table as they are now (grows when the source adds columns).
-    var tableColumns: [String: [SyncStream.Column]] { tables.mapValues(\.columns) }
+    /// Each stream's table as it is now (grows when the source adds columns).
     var tables: [String: Table] = [:]
     var inTransaction = false
 
@@ -19,10 +18,16 @@ public final class SQLiteDestination: SyncDestination {
         var names: Set<String>
         var byName: [String: SyncStream.Column]
         var statements: [String: Statement] = [:]
-        init(_ columns: [SyncStream.Column]) {
-            self.columns = columns
+        /// The quoted table name and the key columns, used by every merge.
+        let quoted: String
+        var keyColumns: [SyncStream.Column]
+        init(_ s: SyncStream) {
+            columns = s.columns
+            quoted = SQLiteDestination.q(DestinationNaming.table(s))
+            keyColumns = []
             names = Set(columns.map(\.name))
             byName = Dictionary(columns.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            keyColumns = s.primaryKey.map { [byName] k in byName[k] ?? SyncStream.Column(name: k, kind: .text) }
         }
         func add(_ c: SyncStream.Column) {
             columns.append(c)
@@ -41,7 +46,7 @@ public final class SQLiteDestination: SyncDestination {
 
     func table(_ s: SyncStream) -> Table {
         if let t = tables[s.key] { return t }
-        let t = Table(s.columns)
+        let t = Table(s)
         tables[s.key] = t
         return t
     }
@@ -129,7 +134,7 @@ public final class SQLiteDestination: SyncDestination {
         try run("creating tables") { db in
             for s in streams {
                 let table = DestinationNaming.table(s)
-                tables[s.key] = Table(s.columns)
+                tables[s.key] = Table(s)
                 if s.mode == .fullRefresh { continue }
                 if let have = try existingColumns(db, table) {
                     for c in s.columns where !have.contains(c.name) {
@@ -203,12 +208,11 @@ public final class SQLiteDestination: SyncDestination {
     }
 
     public func merge(_ s: SyncStream, _ r: SyncRecord) throws -> ApplyOutcome {
-        let table = Self.q(DestinationNaming.table(s))
         return try run("applying a change to \(s.key)") { db in
             try begin(db)
             let t = try widen(db, s, r)
+            let table = t.quoted
             let cols = t.columns
-            let byName = t.byName
             if r.deleted {
                 if s.primaryKey.isEmpty {
                     // Without a key, remove one row equal to the old row CDC sent.
@@ -216,10 +220,10 @@ public final class SQLiteDestination: SyncDestination {
                     guard !present.isEmpty else { return .unchanged }
                     let cond = present.map { "\(Self.q($0.name)) IS ?" }.joined(separator: " AND ")
                     let st = try db.cachedStatement(sql: "DELETE FROM \(table) WHERE rowid = (SELECT rowid FROM \(table) WHERE \(cond) LIMIT 1)")
-                    try st.execute(arguments: StatementArguments(try present.map { try Self.value(r.value($0.name), $0, stream: s.key) }))
+                    try st.execute(arguments: StatementArguments(try present.map { try Self.value(r.data[$0.name], $0, stream: s.key) }))
                 } else {
                     let st = try t.statement(db, "delete") { "DELETE FROM \(table) WHERE \(s.primaryKey.map { "\(Self.q($0)) IS ?" }.joined(separator: " AND "))" }
-                    try st.execute(arguments: try Self.arguments(r, s.primaryKey.map { byName[$0] ?? SyncStream.Column(name: $0, kind: .text) }))
+                    try st.execute(arguments: try Self.arguments(r, t.keyColumns))
                 }
                 return db.changesCount > 0 ? .deleted : .unchanged
             }
@@ -233,7 +237,7 @@ public final class SQLiteDestination: SyncDestination {
                 try t.statement(db, "append:" + shape) { "INSERT INTO \(table) (\(names())) VALUES (\(marks()))" }.execute(arguments: args)
                 return .appended
             }
-            let keyColumns = s.primaryKey.map { byName[$0] ?? SyncStream.Column(name: $0, kind: .text) }
+            let keyColumns = t.keyColumns
             let exists = try Bool.fetchOne(t.statement(db, "exists") {
                 "SELECT EXISTS (SELECT 1 FROM \(table) WHERE \(s.primaryKey.map { "\(Self.q($0)) IS ?" }.joined(separator: " AND ")))"
             }, arguments: try Self.arguments(r, keyColumns)) ?? false

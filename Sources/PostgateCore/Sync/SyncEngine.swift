@@ -25,7 +25,6 @@ public enum SyncStop {
     /// True while a graceful stop is possible (CDC streaming); otherwise a signal ends the process.
     static let graceful = Atomic<Bool>(false)
 
-    public static var isGraceful: Bool { graceful.load(ordering: .relaxed) }
     public static var isRequested: Bool { requested.load(ordering: .relaxed) }
     /// Called from the signal handler: asks for a graceful stop; returns false when none is possible.
     public static func request() -> Bool {
@@ -86,7 +85,7 @@ public final class SyncEngine {
         var resume: Set<String> = []
         var readStates = states
         for s in plan where s.mode == .fullRefresh {
-            if case .load(let l)? = states[s.key], l.incremental == nil, !s.primaryKey.isEmpty, try hasStaging(destination, s) {
+            if case .load(let l)? = states[s.key], l.incremental == nil, !s.primaryKey.isEmpty, try destination.hasStaging(s) {
                 resume.insert(s.key)
                 logger.info("\(s.key): resuming the interrupted full refresh at page \(l.nextPage)")
             } else {
@@ -138,14 +137,6 @@ public final class SyncEngine {
         return progress
     }
 
-    private func hasStaging(_ d: SyncDestination, _ s: SyncStream) throws -> Bool {
-        switch d {
-        case let x as SQLiteDestination: return try x.hasStaging(s)
-        case let x as PostgresDestination: return try x.hasStaging(s)
-        case let x as JSONLDestination: return x.hasStaging(s)
-        default: return false
-        }
-    }
 }
 
 /// Reads the message stream from the pipe and applies it; reports committed LSNs to the CDC reader.
@@ -162,7 +153,6 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
     private var durable: LSN?
     private var done = false
     private(set) var failure: Error?
-    private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
     /// STATE messages committed so far, by key (mirrored to --state-file).
     private var committed: [String: JSONValue] = [:]
@@ -191,7 +181,6 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
         }
         t.name = "postgate-applier"
         t.stackSize = 4 << 20
-        thread = t
         t.start()
     }
 
@@ -349,8 +338,7 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
     }
 
     private func absorbBatchedOutcomes() {
-        guard let pg = destination as? PostgresDestination else { return }
-        for (key, o) in pg.takeOutcomes() {
+        for (key, o) in destination.takeBatchedOutcomes() {
             progress.update(key) { p in
                 p.inserted += o.inserted
                 p.updated += o.updated

@@ -87,7 +87,6 @@ final class ProgressPrinter: @unchecked Sendable {
     let live: Bool
     let interval: Double
     private let stop = DispatchSemaphore(value: 0)
-    private var thread: Thread?
     private var lastDrawn: String?
 
     init(progress: SyncProgress, interval: Double? = nil) {
@@ -101,7 +100,6 @@ final class ProgressPrinter: @unchecked Sendable {
             while stop.wait(timeout: .now() + interval) == .timedOut { tick() }
         }
         t.name = "postgate-progress"
-        thread = t
         t.start()
     }
 

@@ -119,6 +119,13 @@ final class TestDestination {
     }
 }
 
+extension CDCFixture {
+    /// The slot's confirmed position.
+    func confirmedLSN() throws -> LSN? {
+        try f.admin.query("SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1", [slot]).string(0, "l").flatMap(LSN.init)
+    }
+}
+
 extension Fixture {
     /// The source rows in the form `TestDestination.rows` gives.
     func sourceRows(_ table: String, hasBig: Bool = true) throws -> [String] {
@@ -232,10 +239,8 @@ func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> B
         #expect(try dest.rows(schema: f.schema, table: "a") == f.sourceRows("a"))
 
         // The slot was confirmed up to the position the destination committed, not beyond.
-        let slot = try f.admin.query("SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1", [c.slot])
-        let confirmed = try #require(slot.string(0, "l").flatMap(LSN.init))
-        let states = try #require(try DestinationURL.open(dest.url, logger: Logger(label: "test")).committedState())
-        let saved = try #require(states.compactMap { $0["state"]?["global"]?["shared_state"]?["lsn"]?.stringValue }.first.flatMap(LSN.init))
+        let confirmed = try #require(try c.confirmedLSN())
+        let saved = try #require(try dest.savedLSN())
         #expect(confirmed <= saved && confirmed.value > 0, "slot confirmed \(confirmed), destination committed \(saved)")
     }
 
@@ -325,8 +330,7 @@ func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> B
         #expect(moved)
         kill(bg.process.processIdentifier, SIGKILL)
         _ = bg.waitExit()
-        let slot = try f.admin.query("SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1", [c.slot])
-        let confirmed = try #require(slot.string(0, "l").flatMap(LSN.init))
+        let confirmed = try #require(try c.confirmedLSN())
         let saved = try #require(try dest.savedLSN())
         #expect(confirmed <= saved, "the slot (\(confirmed)) is never ahead of the destination (\(saved))")
 
@@ -363,11 +367,8 @@ func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> B
         #expect(status == 0, "\(bg.stderrText)")
         #expect(bg.stderrText.contains("sync summary"))
         // Everything applied was confirmed to the slot on the way out.
-        let slot = try f.admin.query("SELECT confirmed_flush_lsn::text AS l, pg_current_wal_lsn()::text AS w FROM pg_replication_slots WHERE slot_name = $1", [c.slot])
-        let confirmed = try #require(slot.string(0, "l").flatMap(LSN.init))
-        let q = try DatabaseQueue(path: dest.path)
-        let text = try #require(try q.read { db in try String.fetchOne(db, sql: "SELECT message FROM _postgate_state WHERE key = 'global'") })
-        let saved = try #require(try JSONParser.parse(text)["state"]?["global"]?["shared_state"]?["lsn"]?.stringValue.flatMap(LSN.init))
+        let confirmed = try #require(try c.confirmedLSN())
+        let saved = try #require(try dest.savedLSN())
         #expect(confirmed == saved, "confirmed \(confirmed) = committed \(saved)")
     }
 
