@@ -31,9 +31,13 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .target(
+            name: "CTunnelCipher",
+            dependencies: ["COpenSSL"]
+        ),
+        .target(
             name: "PostgateCore",
             dependencies: [
-                "CLibPQ", "CLibSSH2", "COpenSSL",
+                "CLibPQ", "CLibSSH2", "COpenSSL", "CTunnelCipher",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRDB", package: "GRDB.swift"),
@@ -49,7 +53,7 @@ let package = Package(
         ),
         .testTarget(
             name: "PostgateCoreTests",
-            dependencies: ["PostgateCore", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: ["PostgateCore", "CTunnelCipher", .product(name: "GRDB", package: "GRDB.swift")]
         ),
     ],
     swiftLanguageModes: [.v6]

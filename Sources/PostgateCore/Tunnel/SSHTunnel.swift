@@ -1,4 +1,5 @@
 import CLibSSH2
+import CTunnelCipher
 import Foundation
 import Logging
 #if canImport(Glibc)
@@ -45,6 +46,7 @@ public final class SSHTunnel: @unchecked Sendable {
             try session.authenticateKey(user: settings.user, key: userKey)
         }
         logger.info("SSH tunnel: authenticated to bastion \(bastion) (host key \(key.type) \(key.fingerprint))")
+        logger.debug("SSH tunnel: AES-CTR keystream \(postgate_tunnel_cipher_active() == 1 ? "made in bulk" : "made per block by libcrypto (bulk cipher not in effect)")")
         return try SSHTunnel(session: session, bastion: bastion, hostKey: key, targetHost: targetHost, targetPort: targetPort, logger: logger)
     }
 
