@@ -20,6 +20,10 @@ final class SessionContext {
     static let readAheadCapacity = 256 * 1024
     /// Bytes received from the bastion that libssh2 has not taken yet.
     var buffered: Int { readEnd - readStart }
+    /// Set by the forwarding loop (non-blocking use only): after a receive that emptied the socket,
+    /// answer EAGAIN without asking the kernel again until the loop has polled the socket.
+    var skipRecvUntilPolled = false
+    var socketDrained = false
 
     deinit { readAhead.deallocate() }
 }
@@ -236,9 +240,15 @@ private let recvCallback: @convention(c) (Int32, UnsafeMutableRawPointer?, Int, 
     guard let a = abstract?.pointee, let buffer else { return -Int(EINVAL) }
     let ctx = Unmanaged<SessionContext>.fromOpaque(a).takeUnretainedValue()
     if ctx.readStart == ctx.readEnd {
+        if ctx.skipRecvUntilPolled && ctx.socketDrained { return -Int(EAGAIN) }
         let n = recv(fd, ctx.readAhead, SessionContext.readAheadCapacity, flags)
-        if n < 0 { return -Int(errno) }
+        if n < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK { ctx.socketDrained = true }
+            return -Int(errno)
+        }
         if n == 0 { return 0 }
+        // A short read took everything the socket had.
+        if n < SessionContext.readAheadCapacity { ctx.socketDrained = true }
         ctx.readStart = 0
         ctx.readEnd = n
         ctx.lastReceive = monotonicSeconds()

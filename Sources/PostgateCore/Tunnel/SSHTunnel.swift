@@ -77,6 +77,7 @@ public final class SSHTunnel: @unchecked Sendable {
         _ = fcntl(listener, F_SETFL, fcntl(listener, F_GETFL) | O_NONBLOCK)
         _ = fcntl(fds[0], F_SETFL, fcntl(fds[0], F_GETFL) | O_NONBLOCK)
         libssh2_session_set_blocking(session.handle, 0)
+        session.context.skipRecvUntilPolled = true
         libssh2_keepalive_config(session.handle, 1, UInt32(Self.keepaliveInterval))
         let loop = ForwardLoop(session: session, listener: listener, wake: fds[0], targetHost: targetHost, targetPort: targetPort,
                                localPort: localPort, tunnel: self, logger: logger)
@@ -144,6 +145,8 @@ private final class ForwardLoop {
         var channelEOF = false
         var eofSent = false
         var dead = false
+        /// Whether the last poll reported the client socket readable (reads stop at EAGAIN).
+        var readable = true
         init(fd: Int32) { self.fd = fd }
         var pendingToChannel: Int { toChannel.count - toChannelOffset }
         var pendingToClient: Int { toClient.count - toClientOffset }
@@ -300,7 +303,7 @@ private final class ForwardLoop {
         guard let ch = c.channel?.handle else { return false }
         var progress = false
         // Client → bastion.
-        if !c.clientEOF && c.pendingToChannel < 256 * 1024 {
+        if c.readable && !c.clientEOF && c.pendingToChannel < 256 * 1024 {
             let n = buffer.withUnsafeMutableBytes { read(c.fd, $0.baseAddress, $0.count) }
             if n > 0 {
                 if c.toChannelOffset == c.toChannel.count { c.toChannel.removeAll(keepingCapacity: true); c.toChannelOffset = 0 }
@@ -309,6 +312,8 @@ private final class ForwardLoop {
             } else if n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK) {
                 c.clientEOF = true
                 progress = true
+            } else {
+                c.readable = false
             }
         }
         while c.pendingToChannel > 0 {
@@ -407,6 +412,7 @@ private final class ForwardLoop {
             _ = poll(&fds, nfds_t(fds.count), Int32(min(1000, Int(nextKeepalive) * 1000)))
             listenerReadable = fds[0].revents != 0
             wakeReadable = fds[1].revents != 0
+            session.context.socketDrained = false
             if fds[2].revents & (Int16(POLLERR | POLLHUP | POLLNVAL) | pollRDHUP) != 0 {
                 throw lost("the bastion closed the connection")
             }
@@ -442,6 +448,8 @@ private final class ForwardLoop {
         _ = poll(&fds, nfds_t(fds.count), opening != nil && timeout != 0 ? 20 : timeout)
         listenerReadable = fds[0].revents != 0
         wakeReadable = fds[1].revents != 0
+        session.context.socketDrained = false
+        for (i, c) in clients.enumerated() where fds[3 + i].revents != 0 { c.readable = true }
         if fds[2].revents & Int16(POLLERR | POLLNVAL) != 0 {
             throw lost("the connection to the bastion failed")
         }
