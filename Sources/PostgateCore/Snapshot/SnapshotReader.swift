@@ -239,7 +239,7 @@ public final class SnapshotReader {
 
     /// Reads a view in one COPY (views have no physical position to resume from).
     private func readWhole(_ cs: ConfiguredStream, _ ds: DiscoveredStream) throws {
-        var plan = try makePlan(cs, ds, tracking: nil)
+        let plan = try makePlan(cs, ds, tracking: nil)
         var rows: Int64 = 0
         try conn.copyOut("COPY (SELECT \(plan.selectList) FROM \(qualified(ds))) TO STDOUT") { row in
             try out.append { buf in try plan.encoder.encode(copyRow: row, into: &buf) }
@@ -261,7 +261,7 @@ public final class SnapshotReader {
     /// Reads a whole relation in one COPY inside the caller's transaction (the CDC snapshot), adding
     /// `dataSuffix` to each record. Returns the number of records.
     public func copyAll(_ cs: ConfiguredStream, _ ds: DiscoveredStream, dataSuffix: [UInt8]) throws -> Int64 {
-        var plan = try makePlan(cs, ds, tracking: nil, dataSuffix: dataSuffix)
+        let plan = try makePlan(cs, ds, tracking: nil, dataSuffix: dataSuffix)
         var rows: Int64 = 0
         try conn.copyOut("COPY (SELECT \(plan.selectList) FROM \(qualified(ds))) TO STDOUT") { row in
             try out.append { buf in try plan.encoder.encode(copyRow: row, into: &buf) }

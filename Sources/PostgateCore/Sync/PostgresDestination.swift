@@ -54,7 +54,7 @@ public final class PostgresDestination: SyncDestination {
             try conn.query("SET client_min_messages = warning")
             try conn.query("CREATE SCHEMA IF NOT EXISTS _postgate")
             try conn.query("CREATE TABLE IF NOT EXISTS _postgate.state (key text PRIMARY KEY, message jsonb NOT NULL)")
-        } catch let e as PostgresError {
+        } catch let e {
             throw SyncError.destination("PostgreSQL destination: \(e.description)")
         }
     }
@@ -66,7 +66,7 @@ public final class PostgresDestination: SyncDestination {
     }
 
     func exec(_ what: String, _ sql: String, _ params: [String?] = []) throws -> PGResult {
-        do { return try conn.query(sql, params) } catch let e as PostgresError {
+        do { return try conn.query(sql, params) } catch let e {
             throw SyncError.destination("PostgreSQL destination: \(what): \(e.description)")
         }
     }
@@ -197,7 +197,7 @@ public final class PostgresDestination: SyncDestination {
         guard let e = copyRows[target], !e.data.isEmpty else { return }
         copyRows[target] = nil
         do {
-            try e.data.withUnsafeBytes { try conn.copyIn("COPY \(e.table) (\(e.columns.map(Self.q).joined(separator: ", "))) FROM STDIN", data: $0) }
+            _ = try e.data.withUnsafeBytes { try conn.copyIn("COPY \(e.table) (\(e.columns.map(Self.q).joined(separator: ", "))) FROM STDIN", data: $0) }
         } catch let err as PostgresError {
             throw SyncError.destination("PostgreSQL destination: loading \(e.table): \(err.description)")
         }
@@ -257,7 +257,7 @@ public final class PostgresDestination: SyncDestination {
         }
         let names = cols.map { Self.q($0.name) }.joined(separator: ", ")
         do {
-            try data.withUnsafeBytes { try conn.copyIn("COPY \(tmp) (\(names)) FROM STDIN", data: $0) }
+            _ = try data.withUnsafeBytes { try conn.copyIn("COPY \(tmp) (\(names)) FROM STDIN", data: $0) }
         } catch let err as PostgresError {
             throw SyncError.destination("PostgreSQL destination: batching \(s.key): \(err.description)")
         }

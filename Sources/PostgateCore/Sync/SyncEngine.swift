@@ -197,7 +197,7 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
             if done {
                 throw failure ?? SyncError.stopped("the destination stopped before committing position \(lsn); nothing after its last commit was confirmed to the slot")
             }
-            cond.wait(until: Date().addingTimeInterval(1))
+            _ = cond.wait(until: Date().addingTimeInterval(1))
         }
         return durable
     }
