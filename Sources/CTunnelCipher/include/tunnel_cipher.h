@@ -19,4 +19,10 @@ int postgate_tunnel_cipher_active(void);
  * in calls of `chunk` bytes. For tests. Returns 1 on success. */
 int postgate_tunnel_cipher_apply(int bulk, const unsigned char *key, size_t key_len, const unsigned char *iv,
                                  const unsigned char *in, unsigned char *out, size_t len, size_t chunk);
+
+/* Encrypts `len` bytes with the bulk-keystream cipher, copying the context with EVP_CIPHER_CTX_copy
+ * after `split` bytes and finishing on the copy after freeing the original. For tests. Returns 1 on
+ * success. */
+int postgate_tunnel_cipher_apply_with_copy(const unsigned char *key, size_t key_len, const unsigned char *iv,
+                                           const unsigned char *in, unsigned char *out, size_t len, size_t split);
 #endif

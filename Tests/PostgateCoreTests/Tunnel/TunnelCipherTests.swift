@@ -33,6 +33,19 @@ import Testing
         }
     }
 
+    @Test func aCopiedContextContinuesTheStreamOnItsOwn() throws {
+        let key = Self.random(16), iv = Self.random(16), data = Self.random(20_000)
+        let reference = try #require(apply(bulk: false, key: key, iv: iv, data: data, chunk: 0))
+        for split in [0, 16, 4000, 4096, 12_345] {
+            var out = [UInt8](repeating: 0, count: data.count)
+            let ok = out.withUnsafeMutableBufferPointer { o in
+                postgate_tunnel_cipher_apply_with_copy(key, key.count, iv, data, o.baseAddress, data.count, split)
+            }
+            #expect(ok == 1)
+            #expect(out.indices.first { out[$0] != reference[$0] } == nil, "copied after \(split) bytes")
+        }
+    }
+
     @Test func libssh2ResolvesAESCTRToTheBulkCipher() {
         // libssh2 looks EVP_aes_*_ctr up through the same global scope as dlsym(RTLD_DEFAULT).
         #expect(postgate_tunnel_cipher_active() == 1)
