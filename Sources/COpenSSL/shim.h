@@ -13,7 +13,6 @@
 #include <openssl/core_names.h>
 
 /* Macros Swift cannot import, as constants. */
-static const int postgate_EVP_PKEY_KEYPAIR = EVP_PKEY_KEYPAIR;
 static const unsigned long postgate_XN_FLAG_RFC2253 = XN_FLAG_RFC2253;
 #include <openssl/rsa.h>
 

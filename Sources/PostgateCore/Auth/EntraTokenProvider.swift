@@ -51,8 +51,6 @@ public final class EntraTokenProvider: @unchecked Sendable {
     let logger: Logger
     private let lock = NSLock()
     private var cached: (token: Secret, refreshAt: Date)?
-    /// How many tokens this provider has fetched (for logs and tests).
-    public private(set) var fetches = 0
 
     private static let registryLock = NSLock()
     nonisolated(unsafe) private static var registry: [String: EntraTokenProvider] = [:]
@@ -106,7 +104,6 @@ public final class EntraTokenProvider: @unchecked Sendable {
         defer { lock.unlock() }
         if let c = cached, Date() < c.refreshAt { return c.token }
         let (token, lifetime) = try fetch()
-        fetches += 1
         cached = (token, Date().addingTimeInterval(lifetime * Self.refreshFraction))
         logger.debug("Entra: obtained an access token valid for \(Int(lifetime)) s (refreshed after \(Int(lifetime * Self.refreshFraction)) s)")
         return token

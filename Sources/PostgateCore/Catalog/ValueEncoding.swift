@@ -52,11 +52,6 @@ public indirect enum ValueEncoding: Sendable, Equatable {
     }
 }
 
-/// Why a value was replaced by null (Airbyte `meta.changes[].reason`).
-public enum ValueChangeReason: String, Sendable {
-    case sourceSerializationError = "SOURCE_SERIALIZATION_ERROR"
-}
-
 extension ValueEncoding {
     /// Appends the JSON form of `v` (the value's text) to `out`. Returns false when the value
     /// could not be represented (NaN, ±Infinity) and null was written instead.

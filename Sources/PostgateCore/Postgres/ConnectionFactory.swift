@@ -80,7 +80,7 @@ public final class ConnectionFactory {
     /// Through a tunnel, libpq dials the local forward (`hostaddr`) while `host` stays the database's
     /// name, so verify-full checks the certificate against the real name.
     public func parameters(replication: Bool = false, forwardPort: Int? = nil, password: Secret? = nil) -> [(String, String)] {
-        var options = "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3"
+        var options = "-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres -c extra_float_digits=3 -c lc_monetary=C"
         if let extra = config.jdbcURLParams.first(where: { $0.key == "options" }) { options += " " + extra.value }
         var p: [(String, String)] = [
             ("host", config.host),

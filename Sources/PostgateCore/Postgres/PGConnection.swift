@@ -18,6 +18,17 @@ public final class PGConnection {
 
     /// Connects with a libpq connection string or URI, as a user would give it to psql.
     public convenience init(conninfo: String, logger: Logger) throws(PostgresError) {
+        // libpq's parse errors quote the text they stopped at, which can be the password: check the
+        // syntax first and report it without the text.
+        if conninfo.contains("=") || conninfo.hasPrefix("postgres://") || conninfo.hasPrefix("postgresql://") {
+            var err: UnsafeMutablePointer<CChar>?
+            if let options = PQconninfoParse(conninfo, &err) {
+                PQconninfoFree(options)
+            } else {
+                if let err { PQfreemem(err) }
+                throw PostgresError(kind: .client, message: "the connection string could not be parsed (check key=value pairs, quoting and URI percent-encoding; it is not shown because it may contain a password)")
+            }
+        }
         try self.init(parameters: [("dbname", conninfo)], expandDatabaseName: true, logger: logger)
     }
 

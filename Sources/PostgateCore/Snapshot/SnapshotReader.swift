@@ -239,14 +239,7 @@ public final class SnapshotReader {
 
     /// Reads a view in one COPY (views have no physical position to resume from).
     private func readWhole(_ cs: ConfiguredStream, _ ds: DiscoveredStream) throws {
-        let plan = try makePlan(cs, ds, tracking: nil)
-        var rows: Int64 = 0
-        try conn.copyOut("COPY (SELECT \(plan.selectList) FROM \(qualified(ds))) TO STDOUT") { row in
-            try out.append { buf in try plan.encoder.encode(copyRow: row, into: &buf) }
-            rows += 1
-            if rows & 4095 == 0 { plan.encoder.refreshEmittedAt() }
-        }
-        try emitState(ds, .fullRefreshComplete, count: rows)
+        try emitState(ds, .fullRefreshComplete, count: try copyAll(cs, ds, dataSuffix: []))
     }
 
     // MARK: plumbing
@@ -257,7 +250,6 @@ public final class SnapshotReader {
         var rows: Int64 = 0
     }
 
-    /// The SELECT list and record encoder for the configured columns (plus a tracked cursor column).
     /// Reads a whole relation in one COPY inside the caller's transaction (the CDC snapshot), adding
     /// `dataSuffix` to each record. Returns the number of records.
     public func copyAll(_ cs: ConfiguredStream, _ ds: DiscoveredStream, dataSuffix: [UInt8]) throws -> Int64 {
@@ -271,6 +263,7 @@ public final class SnapshotReader {
         return rows
     }
 
+    /// The SELECT list and record encoder for the configured columns (plus a tracked cursor column).
     func makePlan(_ cs: ConfiguredStream, _ ds: DiscoveredStream, tracking: String?, dataSuffix: [UInt8] = []) throws -> Plan {
         let byName = Dictionary(ds.columns.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var chosen: [DiscoveredStream.Column] = []

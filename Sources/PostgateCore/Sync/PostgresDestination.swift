@@ -338,7 +338,6 @@ public final class PostgresDestination: SyncDestination {
     public func truncate(_ s: SyncStream) throws -> Int {
         try begin()
         try flush(s)
-        upserts[s.key] = nil
         return try exec("truncating \(s.key)", "DELETE FROM \(table(s))").affectedRows
     }
 

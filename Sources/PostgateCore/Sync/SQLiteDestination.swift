@@ -72,9 +72,8 @@ public final class SQLiteDestination: SyncDestination {
         }
     }
 
-    static func q(_ name: String) -> String {
-        name.contains("\"") ? "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : "\"" + name + "\""
-    }
+    /// SQLite quotes identifiers as PostgreSQL does.
+    static func q(_ name: String) -> String { PGConnection.quoteIdentifier(name) }
 
     static func reason(_ error: Error) -> String {
         if let e = error as? DatabaseError { return e.message ?? "\(e.resultCode)" }

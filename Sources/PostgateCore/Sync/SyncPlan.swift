@@ -15,7 +15,6 @@ public enum SyncMode: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// True when records are merged into the existing table (by primary key when there is one).
-    var isIncremental: Bool { self != .fullRefresh }
 }
 
 /// The destination-side type of a column, chosen from the source type.
@@ -84,7 +83,11 @@ public enum SyncPlan {
         var mode = SyncMode.fullRefresh
         if cs.syncMode == .incremental {
             switch config.replication {
-            case .cdc: mode = .cdc
+            case .cdc:
+                guard ds.kind == .table || ds.kind == .partitionedTable else {
+                    throw SyncError.plan("stream \(cs.label) is a \(ds.kind.label); CDC captures tables only, so configure it as full_refresh")
+                }
+                mode = .cdc
             case .xmin: mode = .xmin
             case .standard:
                 guard let field = cs.cursorField.first else {
@@ -168,14 +171,12 @@ public enum SyncPlan {
 public enum SyncError: Error, UserFacingError, CustomStringConvertible {
     case plan(String)
     case destination(String)
-    case applying(stream: String, reason: String)
     case stopped(String)
 
     public var description: String {
         switch self {
         case .plan(let m): return m
         case .destination(let m): return "destination: \(m)"
-        case .applying(let s, let r): return "applying \(s) to the destination: \(r)"
         case .stopped(let m): return m
         }
     }
@@ -184,7 +185,7 @@ public enum SyncError: Error, UserFacingError, CustomStringConvertible {
     public var failureType: String {
         switch self {
         case .plan, .destination: return "config_error"
-        case .applying, .stopped: return "system_error"
+        case .stopped: return "system_error"
         }
     }
 }

@@ -115,11 +115,9 @@ public final class SSHTunnel: @unchecked Sendable {
 
     fileprivate func recordFailure(_ failure: TunnelError?) { lock.withLock { _failure = failure } }
 
-    fileprivate func finish(_ failure: TunnelError?) {
-        lock.withLock {
-            _failure = failure
-            _done = true
-        }
+    /// Marks the tunnel finished (the failure, if any, was recorded first) and wakes `close()`.
+    fileprivate func finish() {
+        lock.withLock { _done = true }
         finished.signal()
     }
 }
@@ -205,7 +203,7 @@ private final class ForwardLoop {
         Glibc.close(listener)
         Glibc.close(wake)
         session = nil
-        tunnel.finish(failure)
+        tunnel.finish()
     }
 
     private func lost(_ reason: String) -> TunnelError { .lost(bastion: tunnel.bastion, reason: reason) }
@@ -221,7 +219,7 @@ private final class ForwardLoop {
         let deadAfter = Double(SSHTunnel.keepaliveInterval * 3 + 5)
         while true {
             var progress = false
-            if wakeReadable, try drainWake() { return }
+            if wakeReadable, drainWake() { return }
             if listenerReadable { acceptClients() }
             wakeReadable = false
             listenerReadable = false
@@ -243,7 +241,7 @@ private final class ForwardLoop {
     }
 
     /// True when asked to stop.
-    private func drainWake() throws(TunnelError) -> Bool {
+    private func drainWake() -> Bool {
         var b: UInt8 = 0
         return read(wake, &b, 1) == 1
     }
@@ -355,11 +353,7 @@ private final class ForwardLoop {
                 }
                 continue
             }
-            if r == Int(LIBSSH2_ERROR_EAGAIN) {
-                if libssh2_channel_eof(ch) == 1 { c.channelEOF = true; progress = true }
-                break
-            }
-            if r == 0 {
+            if r == 0 || r == Int(LIBSSH2_ERROR_EAGAIN) {
                 if libssh2_channel_eof(ch) == 1 { c.channelEOF = true; progress = true }
                 break
             }
@@ -367,8 +361,8 @@ private final class ForwardLoop {
             c.dead = true
             return true
         }
+        // Closed only once everything the bastion sent has reached the client.
         if c.channelEOF && c.pendingToClient == 0 { c.dead = true; progress = true }
-        if c.clientEOF && c.eofSent && c.channelEOF { c.dead = true }
         return progress
     }
 
@@ -392,11 +386,13 @@ private final class ForwardLoop {
     /// Bytes waiting on the bastion socket while no channel is open (-1 when not idle).
     var idleUnread = -1
 
+    /// The poll set, rebuilt in place on every wait.
+    var fds: [pollfd] = []
+
     private func waitForEvents() throws(TunnelError) {
-        var fds: [pollfd] = [
-            pollfd(fd: listener, events: Int16(POLLIN), revents: 0),
-            pollfd(fd: wake, events: Int16(POLLIN), revents: 0),
-        ]
+        fds.removeAll(keepingCapacity: true)
+        fds.append(pollfd(fd: listener, events: Int16(POLLIN), revents: 0))
+        fds.append(pollfd(fd: wake, events: Int16(POLLIN), revents: 0))
         let dirs = libssh2_session_block_directions(session.handle)
         var sshEvents: Int16 = pollRDHUP
         let idle = clients.isEmpty && opening == nil && waiting.isEmpty

@@ -174,7 +174,14 @@ final class BackgroundSync: @unchecked Sendable {
         }
     }
 
-    func waitExit() -> Int32 {
+    /// Waits for the process to end; after `timeout` seconds it is killed and the hang recorded as a failure.
+    func waitExit(timeout: Double = 120) -> Int32 {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            Issue.record("postgate sync did not exit within \(Int(timeout)) s; killed")
+            kill(process.processIdentifier, SIGKILL)
+        }
         process.waitUntilExit()
         done.wait()
         return process.terminationStatus
@@ -330,6 +337,7 @@ func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> B
         #expect(moved)
         kill(bg.process.processIdentifier, SIGKILL)
         _ = bg.waitExit()
+        #expect(bg.process.terminationReason == .uncaughtSignal, "the sync was still running when killed")
         let confirmed = try #require(try c.confirmedLSN())
         let saved = try #require(try dest.savedLSN())
         #expect(confirmed <= saved, "the slot (\(confirmed)) is never ahead of the destination (\(saved))")
@@ -401,6 +409,10 @@ func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> B
                                  "postgres:host=\(f.lab["PG_HOST"]) port=\(f.lab["PG_PORT"]) dbname=postgres user=postgate_admin password=\(wrong) sslmode=verify-full sslrootcert=\(f.lab["CA_CERT"])"],
                                 secrets: [wrong])
         #expect(badPG.status != 0 && badPG.stderr.contains("PostgreSQL destination") && badPG.stderr.contains("password authentication failed"))
+        // libpq would quote this malformed password back in its parse error.
+        let malformed = "s3cret%zz\(UInt32.random(in: 0...UInt32.max))"
+        let badURI = try CLI.run(["sync", "--config", cfg, "--destination", "postgres:postgresql://u:\(malformed)@h/db"], secrets: [malformed])
+        #expect(badURI.status != 0 && badURI.stderr.contains("could not be parsed") && !(badURI.stdout + badURI.stderr).contains("s3cret"))
         #expect(DestinationURL.describe("postgres://u:secret@h/db") == "postgres://u:***@h/db")
         #expect(DestinationURL.describe("postgres:host=h password='a b' dbname=x") == "postgres:host=h password=*** dbname=x")
     }

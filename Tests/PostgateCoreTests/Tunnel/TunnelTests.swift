@@ -153,10 +153,14 @@ import Testing
         let p = Process()
         p.executableURL = URL(fileURLWithPath: CLI.binary)
         p.arguments = ["read", "--config", try CLI.writeConfig(cfg), "--catalog", try CLI.writeTemp(cat.jsonText, suffix: ".json")]
-        let out = Pipe(), err = Pipe()
+        let out = Pipe()
+        // stderr to a file: a pipe nobody reads until exit could fill and block the read.
+        let errPath = try CLI.writeTemp("", suffix: ".err")
         p.standardOutput = out
-        p.standardError = err
+        p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         try p.run()
+        let dog = Watchdog(p, seconds: 120, "postgate read through a killed bastion")
+        defer { dog.cancel() }
         var data = Data()
         var killedAt: Date?
         while true {
@@ -169,7 +173,7 @@ import Testing
             }
         }
         p.waitUntilExit()
-        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let stderr = try String(contentsOfFile: errPath, encoding: .utf8)
         let elapsed = Date().timeIntervalSince(try #require(killedAt, "the read finished before the kill; make the table larger"))
         #expect(p.terminationStatus != 0)
         #expect(elapsed < 10, "the read fails within seconds of losing the bastion (took \(elapsed) s)")
@@ -192,6 +196,8 @@ import Testing
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
         try p.run()
+        let dog = Watchdog(p, seconds: 60, "postgate tunnel")
+        defer { dog.cancel() }
         var text = ""
         while !text.contains("Press Ctrl-C") {
             let chunk = out.fileHandleForReading.availableData
