@@ -28,6 +28,8 @@ public struct DiscoveredStream: Sendable {
     public var primaryKey: [String]
     /// Row estimate from `pg_class.reltuples` (-1 when never analyzed).
     public var estimatedRows: Int64
+
+    public var id: StreamID { StreamID(namespace: schema, name: name) }
 }
 
 /// Reads the catalog of the selected schemas.

@@ -237,7 +237,10 @@ extension PGConnection {
                 var failure: PostgresError?
                 while let r = PQgetResult(handle) {
                     let res = PGResult(r)
-                    if PQresultStatus(r) != PGRES_COMMAND_OK && failure == nil { failure = PGResult.error(from: res.handle, kind: .server) }
+                    // A broken connection ends the stream with a result libpq made up: not the server's error.
+                    if PQresultStatus(r) != PGRES_COMMAND_OK && failure == nil {
+                        failure = PGResult.error(from: res.handle, kind: PQstatus(handle) == CONNECTION_OK ? .server : .client)
+                    }
                 }
                 throw failure ?? PostgresError(kind: .client, message: "the server ended the replication stream")
             }

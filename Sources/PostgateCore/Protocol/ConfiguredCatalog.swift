@@ -11,7 +11,7 @@ public struct ConfiguredStream: Sendable {
     public var cursorField: [String]
     public var primaryKey: [[String]]
 
-    public var label: String { "\(namespace).\(name)" }
+    public var id: StreamID { StreamID(namespace: namespace, name: name) }
 }
 
 /// Errors in the catalog or state given to `read`; each names the JSON path.

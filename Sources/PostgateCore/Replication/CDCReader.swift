@@ -25,7 +25,7 @@ public final class CDCReader {
     struct Stream {
         var configured: ConfiguredStream
         var discovered: DiscoveredStream
-        var key: String { "\(discovered.schema).\(discovered.name)" }
+        var id: StreamID { discovered.id }
     }
 
     /// What a Relation message told us, bound to a configured stream if there is one.
@@ -42,9 +42,14 @@ public final class CDCReader {
     public var follow = false
     /// Polled between replication messages while following.
     public var stopRequested: @Sendable () -> Bool = { false }
-    /// When set, the slot is confirmed only up to what the destination reports as committed, and
-    /// the run waits for the destination to commit its final state before confirming it.
+    /// When set, the destination owns durability: the slot is confirmed only up to what it reports
+    /// as committed (whatever `lsn_commit_behaviour` says), the run waits for it to commit its final
+    /// state, and a follow survives a server restart by rolling back to its last state.
     public var commitFeedback: CDCCommitFeedback?
+    /// Names where a resumed state came from (a file, or the destination), for errors.
+    public var stateOrigin = "the saved state"
+    /// How long a follow keeps trying to reconnect after losing the server.
+    public var reconnectLimit: Double = 600
     /// Also write a `POSTGATE_TRUNCATE` line for each truncated stream (for `sync`, which applies it).
     public var emitTruncateEvents = false
 
@@ -64,11 +69,12 @@ public final class CDCReader {
         }
         let slotName = cdc.replicationSlot
         try ensureReplicaIdentity(all, conn: conn)
-        var slot = try conn.query("SELECT confirmed_flush_lsn::text AS c, plugin, database FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", [slotName])
+        let slotQuery = "SELECT confirmed_flush_lsn::text AS c, plugin, database, pg_current_wal_lsn()::text AS w FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
+        var slot = try conn.query(slotQuery, [slotName])
         if slot.rowCount == 0 && cdc.createSlot && state == nil {
             // The slot's exported snapshot is exactly its start: no filter is needed.
             try createSlotAndSnapshot(all, conn: conn)
-            slot = try conn.query("SELECT confirmed_flush_lsn::text AS c, plugin, database FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", [slotName])
+            slot = try conn.query(slotQuery, [slotName])
         }
         guard slot.rowCount == 1 else {
             throw SnapshotReader.ReadError(message: "replication slot \"\(slotName)\" does not exist; create it with SELECT pg_create_logical_replication_slot(\(PGConnection.quoteLiteral(slotName)), 'pgoutput'); or set replication_method.create_slot (postgate check explains every CDC prerequisite)")
@@ -77,6 +83,10 @@ public final class CDCReader {
             throw SnapshotReader.ReadError(message: "replication slot \"\(slotName)\" uses plugin \(slot.string(0, "plugin") ?? "?"); Postgate needs pgoutput")
         }
         let confirmed = slot.string(0, "c").flatMap(LSN.init) ?? LSN(0)
+        guard let written = slot.string(0, "w").flatMap(LSN.init) else {
+            throw SnapshotReader.ReadError(message: "CDC: could not read the server's WAL position")
+        }
+        try SlotPosition.checkResume(state: state?.lsn, origin: stateOrigin, slotConfirmed: confirmed, serverWritten: written, slot: slotName)
         var current = state ?? createdState ?? CDCState(lsn: confirmed, filters: [], snapshotted: [])
         if let s = state, s.lsn < confirmed {
             let why = "the saved position \(s.lsn) is behind the slot's confirmed position \(confirmed): the changes in between were released by the slot and cannot be read again"
@@ -92,7 +102,7 @@ public final class CDCReader {
         if current.lsn < confirmed { current.lsn = confirmed }
 
         // 1. Initial snapshots of streams that have none, in one snapshot whose visibility filters the stream.
-        let need = all.filter { !current.snapshotted.contains($0.key) }
+        let need = all.filter { !current.snapshotted.contains($0.id) }
         if !need.isEmpty {
             try conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             let snap = try conn.query("SELECT pg_current_snapshot()::text AS s, pg_current_wal_insert_lsn()::text AS l")
@@ -106,21 +116,75 @@ public final class CDCReader {
             let xip = parts[2].split(separator: ",").compactMap { UInt64($0) }
             try snapshot(need, conn: conn, lsn: snapLSN)
             try conn.query("COMMIT")
-            current.filters.append(CDCState.SnapshotFilter(xmin: xmin, xmax: xmax, inProgress: xip, lsn: snapLSN, streams: need.map(\.key)))
-            current.snapshotted.formUnion(need.map(\.key))
+            current.filters.append(CDCState.SnapshotFilter(xmin: xmin, xmax: xmax, inProgress: xip, lsn: snapLSN, streams: need.map(\.id)))
+            current.snapshotted.formUnion(need.map(\.id))
             try emitState(current)
         }
 
-        // 2. Changes from the slot, up to a marker written now.
-        try stream(all, conn: conn, state: &current)
+        // 2. Changes from the slot, up to a marker written now (or, following, until asked to stop).
+        lastEmitted = current
+        runStart = current.lsn
+        try streamReconnecting(all, conn: conn, state: &current)
         for s in all {
             try out.emit(AirbyteMessage.streamStatus(namespace: s.discovered.schema, name: s.discovered.name, status: "COMPLETE"))
         }
         try out.flush()
     }
 
-    private func stream(_ streams: [Stream], conn: PGConnection, state current: inout CDCState) throws {
-        let byKey = Dictionary(streams.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+    /// Streams changes; while following under a destination that owns durability, a lost server
+    /// (restart, fast shutdown, broken connection) is waited for with bounded, logged backoff, and
+    /// the stream continues from the last state handed to the destination (what came after it is
+    /// rolled back there first, so nothing is applied twice).
+    private func streamReconnecting(_ streams: [Stream], conn first: PGConnection, state current: inout CDCState) throws {
+        var conn = first
+        var lostSince: Date?
+        var attempt = 0
+        while true {
+            do {
+                if lostSince != nil { conn = try factory.connect() }
+                let from = current.lsn
+                try stream(streams, conn: conn, state: &current) {
+                    if lostSince != nil { log(.info, "CDC: reconnected to the server after \(attempt) attempt(s); continuing from \(from)") }
+                    lostSince = nil
+                    attempt = 0
+                }
+                return
+            } catch {
+                guard follow, commitFeedback != nil, Self.isServerLoss(error), !stopRequested() else { throw error }
+                let since = lostSince ?? Date()
+                guard Date().timeIntervalSince(since) < reconnectLimit else {
+                    throw CDCError.serverLost(seconds: Int(reconnectLimit), last: "\(error)")
+                }
+                if lostSince == nil {
+                    // What went out after the last state is rolled back, then read again from that state.
+                    if emittedSinceState { try out.emit(["type": "POSTGATE_ROLLBACK"]) }
+                    emittedSinceState = false
+                    current = lastEmitted
+                }
+                lostSince = since
+                attempt += 1
+                let delay = min(30, 0.5 * Double(1 << min(attempt, 6)))
+                log(.warning, "CDC: lost the server (\(error)); reconnecting in \(delay) s (attempt \(attempt); gives up \(Int(reconnectLimit)) s after the loss)")
+                let until = Date().addingTimeInterval(delay)
+                while Date() < until && !stopRequested() { Thread.sleep(forTimeInterval: 0.1) }
+                if stopRequested() { return }
+            }
+        }
+    }
+
+    /// True for failures a restarted or reachable-again server cures: a broken or refused
+    /// connection, an administrator's shutdown, a server starting up or shutting down.
+    static func isServerLoss(_ error: Error) -> Bool {
+        if error is TunnelError { return true }
+        guard let e = error as? PostgresError else { return false }
+        switch e.kind {
+        case .client, .connection: return e.sqlState.map { $0.hasPrefix("57P") || $0.hasPrefix("08") } ?? true
+        case .server: return e.sqlState.map { $0.hasPrefix("57P") || $0.hasPrefix("08") } ?? false
+        }
+    }
+
+    private func stream(_ streams: [Stream], conn: PGConnection, state current: inout CDCState, connected: () -> Void) throws {
+        let byID = Dictionary(streams.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let repl = try factory.connect(replication: true)
         let start = current.lsn
         let publication = PGConnection.quoteLiteral(PGConnection.quoteIdentifier(cdc.publication))
@@ -129,9 +193,15 @@ public final class CDCReader {
         let proto = repl.serverVersion >= 140_000 ? 2 : 1
         try repl.startCopyBoth("START_REPLICATION SLOT \(PGConnection.quoteIdentifier(cdc.replicationSlot)) LOGICAL \(start) (\"proto_version\" '\(proto)', \"publication_names\" \(publication), \"messages\" 'true')")
         defer { repl.endCopyBoth() }
-        // The previous run's state was durably taken by then: confirm it so the slot can release WAL.
-        var confirmedToSlot = start
-        try repl.sendCopyData(ReplicationFrame.standbyStatus(flushed: start))
+        connected()
+        // The previous run's state was durably taken by then (checked against the server's WAL
+        // before starting): confirm it so the slot can release WAL.
+        // After a reconnect, the start may not be committed yet: confirm only what the destination has.
+        let durable = commitFeedback?.durableLSN().map { max($0, runStart) } ?? runStart
+        var position = SlotPosition(start: start, confirmed: min(start, durable))
+        func report() throws { try repl.sendCopyData(ReplicationFrame.standbyStatus(written: position.received, flushed: position.confirmed)) }
+        try report()
+        let confirmWhileReading = cdc.lsnCommitBehaviour == .whileReadingData && commitFeedback == nil
 
         let markerID = UUID().uuidString
         if !follow {
@@ -139,11 +209,10 @@ public final class CDCReader {
         }
         var lastState = Date()
         var lastFeedback = Date()
-        /// Confirms to the slot what the destination has committed (never beyond it).
+        /// Confirms to the slot what the destination has committed (never beyond it, nor beyond what was received).
         func confirmDurable() throws {
-            guard let feedback = commitFeedback, let d = feedback.durableLSN(), d > confirmedToSlot else { return }
-            confirmedToSlot = d
-            try repl.sendCopyData(ReplicationFrame.standbyStatus(flushed: d))
+            guard let feedback = commitFeedback, let d = feedback.durableLSN(), position.confirm(d) else { return }
+            try report()
         }
         var relations: [UInt32: Relation] = [:]
         var typeCache: [UInt32: PostgresType] = [:]
@@ -155,18 +224,24 @@ public final class CDCReader {
         var done = false
         let idleLimit = Double(cdc.initialWaitingSeconds)
         var lastHeartbeat = Date()
+        /// The server's WAL end from a keepalive that came while nothing was pending: every
+        /// transaction committed before it has been received, so a state there loses nothing.
+        var idleEnd: LSN?
 
         while !done {
             let got = try repl.receiveCopyData(timeout: follow ? 0.2 : 1.0) { bytes in
                 switch try ReplicationFrame.decode(bytes) {
-                case .keepalive(_, _, let reply):
+                case .keepalive(let walEnd, _, let reply):
+                    position.receive(walEnd)
+                    if follow && !inTx && sinceState == 0 && walEnd > current.lsn { idleEnd = walEnd }
                     try confirmDurable()
-                    if reply { try repl.sendCopyData(ReplicationFrame.standbyStatus(flushed: confirmedToSlot)) }
+                    if reply { try report() }
                 case .xlogData(let walStart, _, _, let payload):
                     lastChange = Date()
                     switch try PgOutputDecoder.decode(payload) {
                     case .begin(_, let time, let xid):
                         inTx = true
+                        idleEnd = nil
                         commitTime = ReplicationFrame.isoTimestamp(time)
                         skipTx = false
                         for f in current.filters where f.contains(xid: xid) { skipTx = true }
@@ -175,11 +250,9 @@ public final class CDCReader {
                     case .commit(_, _, let end, _):
                         inTx = false
                         current.lsn = end
+                        position.receive(end)
                         current.filters.removeAll { $0.lsn <= end }
-                        if cdc.lsnCommitBehaviour == .whileReadingData {
-                            confirmedToSlot = end
-                            try repl.sendCopyData(ReplicationFrame.standbyStatus(flushed: end))
-                        }
+                        if confirmWhileReading && position.confirm(end) { try report() }
                         // Following, a state goes out soon after each change so the destination commits it promptly.
                         if sinceState >= Int64(config.batchFetchLimit) || (follow && sinceState > 0 && Date().timeIntervalSince(lastState) >= 0.2) {
                             try emitState(current)
@@ -187,30 +260,31 @@ public final class CDCReader {
                             lastState = Date()
                         }
                     case .relation(let oid, let ns, let name, _, let cols):
-                        let stream = byKey["\(ns).\(name)"]
+                        let stream = byID[StreamID(namespace: ns, name: name)]
                         if let s = stream { reportColumnChanges(s, previous: relations[oid]?.columns.map(\.name), cols) }
                         relations[oid] = try relation(stream, cols, conn: conn, types: &typeCache)
                     case .insert(let rel, let new):
-                        if let r = relations[rel], let s = r.stream, !skipFor.contains(s.key) {
+                        if let r = relations[rel], let s = r.stream, !skipFor.contains(s.id) {
                             try emitRecord(r, values: new, old: nil, lsn: walStart, time: commitTime, deleted: false)
                             sinceState += 1
                         }
                     case .update(let rel, _, let old, let new):
-                        if let r = relations[rel], let s = r.stream, !skipFor.contains(s.key) {
+                        if let r = relations[rel], let s = r.stream, !skipFor.contains(s.id) {
                             try emitRecord(r, values: new, old: old, lsn: walStart, time: commitTime, deleted: false)
                             sinceState += 1
                         }
                     case .delete(let rel, let kind, let old):
-                        if let r = relations[rel], let s = r.stream, !skipFor.contains(s.key) {
+                        if let r = relations[rel], let s = r.stream, !skipFor.contains(s.id) {
                             try emitRecord(r, values: old, old: nil, lsn: walStart, time: commitTime, deleted: true, keyOnly: kind == UInt8(ascii: "K"))
                             sinceState += 1
                         }
                     case .truncate(_, let rels):
                         for rel in rels {
-                            if let r = relations[rel], let s = r.stream, !skipFor.contains(s.key) {
-                                log(.warning, "CDC: TRUNCATE of \(s.key) at \(walStart): every row of the stream was removed at the source")
+                            if let r = relations[rel], let s = r.stream, !skipFor.contains(s.id) {
+                                log(.warning, "CDC: TRUNCATE of \(s.id) at \(walStart): every row of the stream was removed at the source")
                                 if emitTruncateEvents {
                                     try out.emit(["type": "POSTGATE_TRUNCATE", "stream": ["namespace": .string(s.discovered.schema), "name": .string(s.discovered.name)]])
+                                    emittedSinceState = true
                                     sinceState += 1
                                 }
                             }
@@ -218,6 +292,7 @@ public final class CDCReader {
                     case .message(_, let at, let prefix, let content):
                         if prefix == Self.markerPrefix && String(decoding: content, as: UTF8.self) == markerID && !inTx {
                             // Everything committed before the marker has been decoded and emitted.
+                            position.receive(at)
                             if current.lsn < at { current.lsn = at }
                             current.filters.removeAll { $0.lsn <= at }
                             done = true
@@ -233,6 +308,14 @@ public final class CDCReader {
                         try emitState(current)
                         sinceState = 0
                         lastState = Date()
+                    } else if sinceState == 0, let end = idleEnd, end > current.lsn, Date().timeIntervalSince(lastState) >= 1 {
+                        // Idle published tables: move the state to the server's WAL end so the slot
+                        // does not hold back WAL written to other tables (confirmed once committed).
+                        current.lsn = end
+                        current.filters.removeAll { $0.lsn <= end }
+                        try emitState(current)
+                        lastState = Date()
+                        idleEnd = nil
                     }
                     if stopRequested() { break }
                 }
@@ -251,9 +334,8 @@ public final class CDCReader {
         try emitState(current)
         // The destination commits that state; only then is it confirmed, so the slot never
         // releases a change the destination has not durably taken.
-        if let feedback = commitFeedback, let d = try feedback.waitUntilDurable(current.lsn), d > confirmedToSlot {
-            confirmedToSlot = d
-            try repl.sendCopyData(ReplicationFrame.standbyStatus(flushed: d))
+        if let feedback = commitFeedback, let d = try feedback.waitUntilDurable(current.lsn), position.confirm(d) {
+            try report()
         }
     }
 
@@ -273,7 +355,7 @@ public final class CDCReader {
         try conn.query("SET TRANSACTION SNAPSHOT \(PGConnection.quoteLiteral(name))")
         try snapshot(all, conn: conn, lsn: point)
         try conn.query("COMMIT")
-        createdState = CDCState(lsn: point, filters: [], snapshotted: Set(all.map(\.key)))
+        createdState = CDCState(lsn: point, filters: [], snapshotted: Set(all.map(\.id)))
         try emitState(createdState!)
     }
 
@@ -287,7 +369,7 @@ public final class CDCReader {
         let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
         for s in streams {
             let n = try reader.copyAll(s.configured, s.discovered, dataSuffix: suffix)
-            log(.info, "CDC: initial snapshot of \(s.key): \(n) rows at \(lsn)")
+            log(.info, "CDC: initial snapshot of \(s.id): \(n) rows at \(lsn)")
         }
     }
 
@@ -311,7 +393,12 @@ public final class CDCReader {
     }
 
     /// Streams whose changes the current transaction must skip (already in their snapshot).
-    private var skipFor: Set<String> = []
+    private var skipFor: Set<StreamID> = []
+    /// The last state handed to the sink, and whether records followed it.
+    private var lastEmitted = CDCState(lsn: LSN(0), filters: [], snapshotted: [])
+    private var emittedSinceState = false
+    /// The position the run resumed from (validated against the server's WAL).
+    private var runStart = LSN(0)
 
     private func relation(_ stream: Stream?, _ cols: [PgOutputMessage.Column], conn: PGConnection, types: inout [UInt32: PostgresType]) throws -> Relation {
         guard let s = stream else { return Relation(stream: nil, columns: cols, encodings: [], emitted: [], keys: [], prefix: []) }
@@ -361,13 +448,14 @@ public final class CDCReader {
         let now = Set(cols.map(\.name))
         let added = cols.map(\.name).filter { !known.contains($0) }
         let dropped = previous == nil ? [] : before.filter { !now.contains($0) }
-        if !added.isEmpty { log(.info, "CDC: \(s.key) has new columns \(added.joined(separator: ", ")); they are included in its records from here on") }
-        if !dropped.isEmpty { log(.info, "CDC: \(s.key) no longer has columns \(dropped.joined(separator: ", ")); its records from here on lack them") }
+        if !added.isEmpty { log(.info, "CDC: \(s.id) has new columns \(added.joined(separator: ", ")); they are included in its records from here on") }
+        if !dropped.isEmpty { log(.info, "CDC: \(s.id) no longer has columns \(dropped.joined(separator: ", ")); its records from here on lack them") }
     }
 
     /// Writes one change as a RECORD. Unchanged TOASTed values are taken from the old row when it
     /// was sent; otherwise they are left out and listed in `meta.changes` so a destination keeps its value.
     private func emitRecord(_ r: Relation, values: [TupleValue], old: [TupleValue]?, lsn: LSN, time ts: String, deleted: Bool, keyOnly: Bool = false) throws {
+        emittedSinceState = true
         try out.append { buf in
             buf.append(r.prefix)
             var first = true
@@ -422,10 +510,75 @@ public final class CDCReader {
     func emitState(_ state: CDCState) throws {
         try out.emit(["type": "STATE", "state": state.globalJSON()])
         try out.flush()
+        lastEmitted = state
+        emittedSinceState = false
     }
 
     func log(_ level: Logger.Level, _ message: String) {
         logger.log(level: level, "\(message)")
         try? out.emit(AirbyteMessage.log(level: level == .warning ? "WARN" : "INFO", message: message))
+    }
+}
+
+/// The positions of one replication connection: what was received and what may be confirmed.
+/// A position is confirmed only once it was received in this run (or is the validated start), so
+/// the slot never moves past what the server wrote; confirmations only move forward.
+struct SlotPosition: Equatable {
+    /// The newest position this run received (commit ends, keepalive WAL ends, the marker).
+    private(set) var received: LSN
+    /// The newest position confirmed (flushed) to the slot.
+    private(set) var confirmed: LSN
+
+    init(start: LSN, confirmed: LSN) {
+        received = start
+        self.confirmed = min(confirmed, start)
+    }
+
+    mutating func receive(_ lsn: LSN) {
+        if lsn > received { received = lsn }
+    }
+
+    /// Confirms `lsn`, capped at what was received; true when the confirmed position moved.
+    mutating func confirm(_ lsn: LSN) -> Bool {
+        let next = min(lsn, received)
+        guard next > confirmed else { return false }
+        confirmed = next
+        return true
+    }
+
+    /// Refuses to resume from a position the server never wrote (a state from another server or
+    /// an edited one), and a slot whose confirmed position is past the server's WAL.
+    static func checkResume(state: LSN?, origin: String, slotConfirmed: LSN, serverWritten: LSN, slot: String) throws(CDCError) {
+        if let state, state > serverWritten {
+            throw .aheadOfServer(origin: origin, saved: state, written: serverWritten)
+        }
+        if slotConfirmed > serverWritten {
+            throw .slotAheadOfServer(slot: slot, confirmed: slotConfirmed, written: serverWritten)
+        }
+    }
+}
+
+/// CDC failures that are not a single statement's error.
+public enum CDCError: Error, UserFacingError, CustomStringConvertible {
+    case aheadOfServer(origin: String, saved: LSN, written: LSN)
+    case slotAheadOfServer(slot: String, confirmed: LSN, written: LSN)
+    case serverLost(seconds: Int, last: String)
+
+    public var description: String {
+        switch self {
+        case .aheadOfServer(let origin, let saved, let written):
+            return "CDC: the position \(saved) in \(origin) is ahead of the server's WAL, which ends at \(written): the state belongs to another server or database, or was edited. Nothing was confirmed to the replication slot. Remove that state (or point it at the right server) to load the streams again"
+        case .slotAheadOfServer(let slot, let confirmed, let written):
+            return "CDC: replication slot \"\(slot)\" is confirmed up to \(confirmed), past the server's WAL end \(written), so it would skip every change until then. Drop and recreate it: SELECT pg_drop_replication_slot('\(slot)'); then sync or read without a saved state"
+        case .serverLost(let seconds, let last):
+            return "CDC: the server could not be reached again within \(seconds) s (\(last)); everything applied was committed, and the next run resumes from there"
+        }
+    }
+    public var userMessage: String { description }
+    public var failureType: String {
+        switch self {
+        case .aheadOfServer, .slotAheadOfServer: return "config_error"
+        case .serverLost: return "transient_error"
+        }
     }
 }

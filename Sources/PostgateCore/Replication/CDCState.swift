@@ -8,8 +8,8 @@ public struct CDCState: Sendable, Equatable {
         public var inProgress: [UInt64]
         /// WAL position just after the snapshot: a transaction committing later is never in it.
         public var lsn: LSN
-        /// Streams (`namespace.name`) the snapshot covered.
-        public var streams: [String]
+        /// Streams the snapshot covered.
+        public var streams: [StreamID]
 
         /// Whether transaction `xid` (32-bit, as pgoutput sends it) is contained in the snapshot.
         public func contains(xid: UInt32) -> Bool {
@@ -25,7 +25,7 @@ public struct CDCState: Sendable, Equatable {
 
     public var lsn: LSN
     public var filters: [SnapshotFilter]
-    public var snapshotted: Set<String>
+    public var snapshotted: Set<StreamID>
 
     public func globalJSON() -> JSONValue {
         var shared = JSONObject([
@@ -36,14 +36,13 @@ public struct CDCState: Sendable, Equatable {
                 [
                     "xmin": .number(String(f.xmin)), "xmax": .number(String(f.xmax)),
                     "xip": .array(f.inProgress.map { .number(String($0)) }), "lsn": .string(f.lsn.description),
-                    "streams": .array(f.streams.map { .string($0) }),
+                    "streams": .array(f.streams.map { ["namespace": .string($0.namespace), "name": .string($0.name)] }),
                 ]
             })
         }
-        let streamStates: [JSONValue] = snapshotted.sorted().map { key in
-            let dot = key.firstIndex(of: ".")!
-            return [
-                "stream_descriptor": ["namespace": .string(String(key[..<dot])), "name": .string(String(key[key.index(after: dot)...]))],
+        let streamStates: [JSONValue] = snapshotted.sorted().map { id in
+            [
+                "stream_descriptor": ["namespace": .string(id.namespace), "name": .string(id.name)],
                 "stream_state": ["state_type": "cdc_stream", "version": 2, "status": "snapshot_complete"],
             ]
         }
@@ -52,36 +51,62 @@ public struct CDCState: Sendable, Equatable {
 
     /// Reads the GLOBAL state from `read --state` input; nil when there is none.
     public static func parse(_ bytes: [UInt8], file: String) throws -> CDCState? {
-        var docs: [JSONValue] = []
-        if let whole = try? JSONParser.parse(bytes) {
-            if case .array(let a) = whole { docs = a } else { docs = [whole] }
-        } else {
-            docs = bytes.split(separator: 0x0a).compactMap { try? JSONParser.parse(Array($0)) }
+        try parse(documents: StateFile.documents(bytes, file: file), file: file)
+    }
+
+    /// Reads the last GLOBAL state of a state file's documents; every field is range-checked.
+    public static func parse(documents docs: [JSONValue], file: String) throws(InputError) -> CDCState? {
+        var found: (g: JSONValue, path: String)?
+        for (i, d) in docs.enumerated() {
+            guard let m = StateFile.stateMessage(d), m["type"]?.stringValue == "GLOBAL" else { continue }
+            guard let g = m["global"], g.objectValue != nil else {
+                throw InputError(file: file, path: "[\(i)].global", reason: "expected an object with shared_state and stream_states")
+            }
+            found = (g, d["type"]?.stringValue == "STATE" ? "[\(i)].state.global" : "[\(i)].global")
         }
-        var found: JSONValue?
-        for d in docs {
-            let m = d["type"]?.stringValue == "STATE" ? (d["state"] ?? .null) : d
-            if m["type"]?.stringValue == "GLOBAL", let g = m["global"] { found = g }
-        }
-        guard let g = found else { return nil }
-        let shared = g["shared_state"] ?? .null
-        guard let text = shared["lsn"]?.stringValue, let lsn = LSN(text) else {
-            throw InputError(file: file, path: "global.shared_state.lsn", reason: "expected an LSN such as \"0/16B3748\"")
+        guard let (g, path) = found else { return nil }
+        let shared = StateFields(g["shared_state"] ?? .null, file: file, path: "\(path).shared_state")
+        guard let text = try shared.string("lsn"), let lsn = LSN(text) else {
+            throw shared.fail("lsn", "expected an LSN such as \"0/16B3748\"")
         }
         var filters: [SnapshotFilter] = []
-        for (k, f) in (shared["snapshot_filters"]?.arrayValue ?? []).enumerated() {
-            guard let xmin = f["xmin"]?.int64Value, let xmax = f["xmax"]?.int64Value, let l = f["lsn"]?.stringValue.flatMap(LSN.init) else {
-                throw InputError(file: file, path: "global.shared_state.snapshot_filters[\(k)]", reason: "expected xmin, xmax and lsn")
+        let list = shared.value["snapshot_filters"] ?? .null
+        guard list == .null || list.arrayValue != nil else { throw shared.fail("snapshot_filters", "expected an array") }
+        for (k, f) in (list.arrayValue ?? []).enumerated() {
+            let ff = StateFields(f, file: file, path: "\(shared.path).snapshot_filters[\(k)]")
+            // xids are 64-bit with the epoch on top; PostgreSQL's never reach 2^63.
+            let limit = UInt64(Int64.max)
+            guard let xmin = try ff.unsigned("xmin", max: limit) else { throw ff.fail("xmin", "is required") }
+            guard let xmax = try ff.unsigned("xmax", max: limit) else { throw ff.fail("xmax", "is required") }
+            guard xmin <= xmax else { throw ff.fail("xmin", "\(xmin) is above xmax \(xmax)") }
+            guard let lt = try ff.string("lsn"), let l = LSN(lt) else { throw ff.fail("lsn", "expected an LSN such as \"0/16B3748\"") }
+            var xip: [UInt64] = []
+            for (j, x) in (f["xip"]?.arrayValue ?? []).enumerated() {
+                guard case .number(let t) = x, let v = UInt64(t), v >= xmin, v < xmax else {
+                    throw ff.fail("xip[\(j)]", "expected a transaction id from xmin \(xmin) up to xmax \(xmax)")
+                }
+                xip.append(v)
             }
-            filters.append(SnapshotFilter(
-                xmin: UInt64(xmin), xmax: UInt64(xmax), inProgress: (f["xip"]?.arrayValue ?? []).compactMap { $0.int64Value.map(UInt64.init) },
-                lsn: l, streams: (f["streams"]?.arrayValue ?? []).compactMap(\.stringValue)))
+            var streams: [StreamID] = []
+            for (j, sv) in (f["streams"]?.arrayValue ?? []).enumerated() {
+                let id: StreamID?
+                switch sv {
+                case .string(let t): id = StreamID(parsing: t)
+                case .object: id = sv["namespace"]?.stringValue.flatMap { ns in sv["name"]?.stringValue.map { StreamID(namespace: ns, name: $0) } }
+                default: id = nil
+                }
+                guard let id else { throw ff.fail("streams[\(j)]", "expected {\"namespace\": ..., \"name\": ...}") }
+                streams.append(id)
+            }
+            filters.append(SnapshotFilter(xmin: xmin, xmax: xmax, inProgress: xip, lsn: l, streams: streams))
         }
-        var done: Set<String> = []
-        for s in g["stream_states"]?.arrayValue ?? [] {
-            guard let name = s["stream_descriptor"]?["name"]?.stringValue else { continue }
+        var done: Set<StreamID> = []
+        for (k, s) in (g["stream_states"]?.arrayValue ?? []).enumerated() {
+            guard let name = s["stream_descriptor"]?["name"]?.stringValue, !name.isEmpty else {
+                throw InputError(file: file, path: "\(path).stream_states[\(k)].stream_descriptor.name", reason: "is required")
+            }
             let ns = s["stream_descriptor"]?["namespace"]?.stringValue ?? "public"
-            if s["stream_state"]?["status"]?.stringValue == "snapshot_complete" { done.insert("\(ns).\(name)") }
+            if s["stream_state"]?["status"]?.stringValue == "snapshot_complete" { done.insert(StreamID(namespace: ns, name: name)) }
         }
         return CDCState(lsn: lsn, filters: filters, snapshotted: done)
     }

@@ -196,11 +196,12 @@ public enum ReplicationFrame: Sendable, Equatable {
         }
     }
 
-    /// A standby status update (`r`) reporting `flushed` as written, flushed and applied.
-    public static func standbyStatus(flushed: LSN, now: Date = Date(), replyRequested: Bool = false) -> [UInt8] {
+    /// A Standby Status Update: `written` is what was received (the server waits for it before a
+    /// shutdown completes), `flushed` what was durably taken (the slot's confirmed position).
+    public static func standbyStatus(written: LSN, flushed: LSN, now: Date = Date(), replyRequested: Bool = false) -> [UInt8] {
         var out: [UInt8] = [UInt8(ascii: "r")]
         func put(_ v: UInt64) { for k in (0..<8).reversed() { out.append(UInt8(truncatingIfNeeded: v >> (UInt64(k) * 8))) } }
-        put(flushed.value)
+        put(max(written, flushed).value)
         put(flushed.value)
         put(flushed.value)
         put(UInt64(bitPattern: postgresMicros(now)))

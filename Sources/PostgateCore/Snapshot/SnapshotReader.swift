@@ -56,7 +56,7 @@ public final class SnapshotReader {
 
     private func run(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, state: StreamState?) throws {
         let hasCtid = ds.kind != .view
-        let label = "\(ds.schema).\(ds.name)"
+        let label = ds.id
 
         // A load in progress resumes only on the same physical relation.
         var state = state
@@ -93,7 +93,7 @@ public final class SnapshotReader {
     // MARK: xmin
 
     private func readXmin(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, state: StreamState?) throws {
-        let label = "\(ds.schema).\(ds.name)"
+        let label = ds.id
         let now = StreamState.Xmin(raw: info.snapshotXmin.raw)
         switch state {
         case .load(let l)? where l.incremental.flatMap({ if case .xmin = $0 { return true } else { return nil } }) == true:
@@ -115,7 +115,7 @@ public final class SnapshotReader {
     // MARK: cursor
 
     private func readCursor(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, state: StreamState?, hasCtid: Bool) throws {
-        let label = "\(ds.schema).\(ds.name)"
+        let label = ds.id
         guard let field = cs.cursorField.first else {
             throw ReadError(message: "stream \(label) is incremental but has no cursor_field; name the column that grows with each change (such as updated_at)")
         }
@@ -169,7 +169,7 @@ public final class SnapshotReader {
             let n = try conn.query("SELECT count(*) FROM \(qualified(ds)) WHERE \(c) = \(literal)").string(0, 0).flatMap { Int64($0) } ?? 0
             condition = n == from.recordCount ? "\(c) > \(literal)" : "\(c) >= \(literal)"
             if n != from.recordCount {
-                log(.info, "\(ds.schema).\(ds.name): \(n) rows now hold the saved cursor value (\(from.recordCount) were emitted); re-reading those rows so none is lost")
+                log(.info, "\(ds.id): \(n) rows now hold the saved cursor value (\(from.recordCount) were emitted); re-reading those rows so none is lost")
             }
         }
         var plan = try makePlan(cs, ds, tracking: column.name)
@@ -212,7 +212,7 @@ public final class SnapshotReader {
         let rowsPerPage = info.pages > 0 && info.rows > 0 ? max(1, Double(info.rows) / Double(info.pages)) : 60
         let chunkPages = UInt32(clamping: max(1, Int((Double(config.batchFetchLimit) / rowsPerPage).rounded(.up))))
         var page = start
-        if start > 0 { log(.info, "\(ds.schema).\(ds.name): resuming at page \(start) of \(info.pages)") }
+        if start > 0 { log(.info, "\(ds.id): resuming at page \(start) of \(info.pages)") }
         while true {
             let upper = page &+ chunkPages
             let last = upper >= info.pages || upper < page
@@ -270,7 +270,7 @@ public final class SnapshotReader {
         if let selected = cs.selectedColumns {
             for name in selected where !name.hasPrefix("_ab_cdc_") {
                 guard let col = byName[name] else {
-                    throw ReadError(message: "stream \(cs.label): column \"\(name)\" of the catalog does not exist in the relation (it may have been dropped or renamed; run discover again)")
+                    throw ReadError(message: "stream \(cs.id): column \"\(name)\" of the catalog does not exist in the relation (it may have been dropped or renamed; run discover again)")
                 }
                 chosen.append(col)
             }
@@ -294,7 +294,7 @@ public final class SnapshotReader {
                 columns.append(RecordEncoder.Column(name: col.name, encoding: .string, emitted: false))
             }
         }
-        if exprs.isEmpty { throw ReadError(message: "stream \(cs.label): no columns selected") }
+        if exprs.isEmpty { throw ReadError(message: "stream \(cs.id): no columns selected") }
         return Plan(selectList: exprs.joined(separator: ", "),
                     encoder: RecordEncoder(namespace: ds.schema, stream: ds.name, columns: columns, trackedColumn: trackedIndex, dataSuffix: dataSuffix))
     }
@@ -325,7 +325,7 @@ public final class SnapshotReader {
             FROM pg_catalog.pg_class c WHERE c.oid = $1
             """, [String(ds.oid)])
         guard r.rowCount == 1 else {
-            throw ReadError(message: "stream \(ds.schema).\(ds.name) disappeared while reading (dropped?)")
+            throw ReadError(message: "stream \(ds.id) disappeared while reading (dropped?)")
         }
         let block = max(1, r.int(0, "block_size") ?? 8192)
         var filenode = UInt64(r.int(0, "filenode") ?? 0)

@@ -71,52 +71,52 @@ public enum StreamState: Sendable, Equatable {
         }
     }
 
-    /// Parses a stream_state object; `path` names it in errors.
+    /// Parses a stream_state object; `path` names it in errors. Every field is type- and
+    /// range-checked: a value no run could have written is refused, never wrapped or trapped on.
     public static func parse(_ v: JSONValue, file: String, path: String) throws(InputError) -> StreamState {
-        func fail(_ key: String, _ reason: String) -> InputError { InputError(file: file, path: "\(path).\(key)", reason: reason) }
-        guard let type = v["state_type"]?.stringValue else { throw fail("state_type", "is required") }
+        let f = StateFields(v, file: file, path: path)
+        guard let type = try f.string("state_type") else { throw f.fail("state_type", "is required") }
         switch type {
         case "ctid":
-            guard let text = v["ctid"]?.stringValue, let page = parseCtidPage(text) else {
-                throw fail("ctid", "expected a tuple id such as \"(42,0)\"")
+            guard let text = try f.string("ctid"), let page = parseCtidPage(text) else {
+                throw f.fail("ctid", "expected a tuple id such as \"(42,0)\" with a page number from 0 to \(UInt32.max)")
             }
-            guard let fn = v["relation_filenode"]?.int64Value, fn >= 0 else { throw fail("relation_filenode", "expected a non-negative integer") }
+            guard let fn = try f.unsigned("relation_filenode", max: UInt64(UInt32.max)) else { throw f.fail("relation_filenode", "is required") }
             var inc: Incremental?
             if let i = v["incremental_state"], i != .null {
                 guard case .incremental(let parsed) = try parse(i, file: file, path: "\(path).incremental_state") else {
-                    throw fail("incremental_state", "must be a cursor_based or xmin state")
+                    throw f.fail("incremental_state", "must be a cursor_based or xmin state")
                 }
                 inc = parsed
             }
-            var lower: UInt32?
-            if let lb = v["xmin_lower_bound"]?.int64Value {
-                guard let u = UInt32(exactly: lb) else { throw fail("xmin_lower_bound", "out of range") }
-                lower = u
-            }
-            return .load(Load(nextPage: page, relationFilenode: UInt64(fn), incremental: inc, xminLowerBound: lower))
+            let lower = try f.unsigned("xmin_lower_bound", max: UInt64(UInt32.max)).map { UInt32($0) }
+            return .load(Load(nextPage: page, relationFilenode: fn, incremental: inc, xminLowerBound: lower))
         case "cursor_based":
-            guard let field = v["cursor_field"]?.arrayValue?.first?.stringValue else { throw fail("cursor_field", "expected an array with the cursor column") }
+            guard let fields = v["cursor_field"]?.arrayValue, let field = fields.first?.stringValue, fields.count == 1, !field.isEmpty else {
+                throw f.fail("cursor_field", "expected an array holding the one cursor column")
+            }
             let value: String?
             switch v["cursor"] {
             case .string(let s)?: value = s
             case .number(let n)?: value = n
             case .null?, nil: value = nil
-            default: throw fail("cursor", "expected a string")
+            default: throw f.fail("cursor", "expected a string, a number or null")
             }
-            let count = v["cursor_record_count"]?.int64Value ?? 0
-            return .incremental(.cursor(Cursor(field: field, value: value, recordCount: count)))
+            let count = try f.unsigned("cursor_record_count", max: UInt64(Int64.max)) ?? 0
+            return .incremental(.cursor(Cursor(field: field, value: value, recordCount: Int64(count))))
         case "xmin":
-            if let raw = v["xmin_raw_value"]?.int64Value, raw >= 0 {
-                return .incremental(.xmin(Xmin(raw: UInt64(raw))))
+            if let raw = try f.unsigned("xmin_raw_value", max: UInt64(Int64.max)) {
+                return .incremental(.xmin(Xmin(raw: raw)))
             }
-            guard let xid = v["xmin_xid_value"]?.int64Value, let epoch = v["num_wraparound"]?.int64Value, xid >= 0, epoch >= 0 else {
-                throw fail("xmin_raw_value", "expected xmin_raw_value, or xmin_xid_value with num_wraparound")
+            guard let xid = try f.unsigned("xmin_xid_value", max: UInt64(UInt32.max)),
+                  let epoch = try f.unsigned("num_wraparound", max: UInt64(Int32.max)) else {
+                throw f.fail("xmin_raw_value", "expected xmin_raw_value, or xmin_xid_value with num_wraparound")
             }
-            return .incremental(.xmin(Xmin(raw: UInt64(epoch) << 32 | UInt64(xid & 0xffff_ffff))))
+            return .incremental(.xmin(Xmin(raw: epoch << 32 | xid)))
         case "full_refresh":
             return .fullRefreshComplete
         default:
-            throw fail("state_type", "unknown state type \"\(type)\" (expected ctid, cursor_based, xmin or full_refresh)")
+            throw f.fail("state_type", "unknown state type \"\(type)\" (expected ctid, cursor_based, xmin or full_refresh)")
         }
     }
 
@@ -129,17 +129,58 @@ public enum StreamState: Sendable, Equatable {
     }
 }
 
-/// The per-stream states given to `read --state`.
-public enum InputState {
-    /// Accepts a JSON array of state messages (with or without the `{"type":"STATE"}` envelope), a
-    /// single one, or JSON lines (such as a previous read's output; the last state per stream wins).
-    public static func parse(_ bytes: [UInt8], file: String) throws -> [String: StreamState] {
-        var docs: [JSONValue] = []
+/// Typed, range-checked access to the fields of one state object; errors name the JSON path.
+struct StateFields {
+    let value: JSONValue
+    let file: String
+    let path: String
+
+    init(_ value: JSONValue, file: String, path: String) {
+        self.value = value
+        self.file = file
+        self.path = path
+    }
+
+    func fail(_ key: String, _ reason: String) -> InputError { InputError(file: file, path: "\(path).\(key)", reason: reason) }
+
+    /// A string field; nil when absent or null.
+    func string(_ key: String) throws(InputError) -> String? {
+        switch value[key] {
+        case nil, .null?: return nil
+        case .string(let s)?: return s
+        case let other?: throw fail(key, "expected a string, found \(other.typeName)")
+        }
+    }
+
+    /// A whole number from 0 to `max` (also accepted as a string of digits); nil when absent or null.
+    func unsigned(_ key: String, max: UInt64) throws(InputError) -> UInt64? {
+        let text: String
+        switch value[key] {
+        case nil, .null?: return nil
+        case .number(let n)?: text = n
+        case .string(let s)?: text = s
+        case let other?: throw fail(key, "expected a whole number, found \(other.typeName)")
+        }
+        guard let n = UInt64(text), n <= max else {
+            throw fail(key, "\(text.count > 40 ? String(text.prefix(40)) + "…" : text) is not a whole number from 0 to \(max)")
+        }
+        return n
+    }
+}
+
+/// The documents of a state file: a JSON array of STATE messages (with or without the
+/// `{"type":"STATE"}` envelope), a single one, or JSON lines such as a previous read's output.
+public enum StateFile {
+    public static func documents(_ bytes: [UInt8], file: String) throws -> [JSONValue] {
+        guard bytes.contains(where: { !($0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09) }) else {
+            throw InputError(file: file, path: "$", reason: "is empty; give a JSON array of STATE messages (`[]` for none), or leave out --state to start from scratch")
+        }
         do {
             let whole = try JSONParser.parse(bytes)
-            if case .array(let a) = whole { docs = a } else { docs = [whole] }
+            if case .array(let a) = whole { return a }
+            return [whole]
         } catch let first {
-            // Perhaps JSON lines.
+            var docs: [JSONValue] = []
             var offset = 0
             for line in bytes.split(separator: 0x0a, omittingEmptySubsequences: false) {
                 defer { offset += line.count + 1 }
@@ -151,21 +192,40 @@ public enum InputState {
                     throw ConfigError.syntax(file: file, JSONSyntaxError(offset: offset + error.offset, reason: error.reason))
                 }
             }
+            return docs
         }
-        var states: [String: StreamState] = [:]
+    }
+
+    /// The Airbyte state message inside a document, or nil for other messages of a transcript
+    /// (RECORD, LOG, TRACE).
+    static func stateMessage(_ doc: JSONValue) -> JSONValue? {
+        if doc["type"]?.stringValue == "STATE" { return doc["state"] }
+        switch doc["type"]?.stringValue {
+        case nil, "STREAM"?, "GLOBAL"?, "LEGACY"?: return doc
+        default: return nil
+        }
+    }
+}
+
+/// The per-stream states given to `read --state`.
+public enum InputState {
+    /// Parses the STREAM states of a state file; the last state per stream wins.
+    public static func parse(_ bytes: [UInt8], file: String) throws -> [StreamID: StreamState] {
+        try parse(documents: StateFile.documents(bytes, file: file), file: file)
+    }
+
+    public static func parse(documents docs: [JSONValue], file: String) throws(InputError) -> [StreamID: StreamState] {
+        var states: [StreamID: StreamState] = [:]
         for (i, doc) in docs.enumerated() {
-            var msg = doc
-            if msg["type"]?.stringValue == "STATE", let inner = msg["state"] { msg = inner }
-            else if doc["type"] != nil && doc["type"]?.stringValue != "STREAM" && doc["type"]?.stringValue != "GLOBAL" && doc["type"]?.stringValue != "LEGACY" {
-                continue  // other messages in a JSON-lines transcript (RECORD, LOG, TRACE)
-            }
+            guard let msg = StateFile.stateMessage(doc) else { continue }
             guard msg["type"]?.stringValue == "STREAM" || msg["stream"] != nil else { continue }
-            guard let stream = msg["stream"], let desc = stream["stream_descriptor"], let name = desc["name"]?.stringValue else {
-                throw InputError(file: file, path: "[\(i)].stream.stream_descriptor.name", reason: "is required")
+            let at = doc["type"]?.stringValue == "STATE" ? "[\(i)].state" : "[\(i)]"
+            guard let stream = msg["stream"], let desc = stream["stream_descriptor"], let name = desc["name"]?.stringValue, !name.isEmpty else {
+                throw InputError(file: file, path: "\(at).stream.stream_descriptor.name", reason: "is required")
             }
             let ns = desc["namespace"]?.stringValue ?? "public"
             guard let ss = stream["stream_state"], ss != .null else { continue }
-            states["\(ns).\(name)"] = try StreamState.parse(ss, file: file, path: "[\(i)].stream.stream_state")
+            states[StreamID(namespace: ns, name: name)] = try StreamState.parse(ss, file: file, path: "\(at).stream.stream_state")
         }
         return states
     }

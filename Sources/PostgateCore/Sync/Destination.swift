@@ -27,8 +27,8 @@ public protocol SyncDestination: AnyObject {
     func prepare(_ streams: [SyncStream]) throws
     /// True when an interrupted full refresh of `s` left rows staged that a resumed read can add to.
     func hasStaging(_ s: SyncStream) throws -> Bool
-    /// Outcomes of merges reported as `.batched`, applied since the last call, per stream key.
-    func takeBatchedOutcomes() -> [String: (inserted: Int, updated: Int, unchanged: Int)]
+    /// Outcomes of merges reported as `.batched`, applied since the last call, per stream.
+    func takeBatchedOutcomes() -> [StreamID: (inserted: Int, updated: Int, unchanged: Int)]
     /// Starts (or, with `resume`, continues) loading a full refresh into a staging area.
     func startFullRefresh(_ s: SyncStream, resume: Bool) throws
     /// Adds one row to a full refresh in progress.
@@ -98,7 +98,7 @@ public enum DestinationURL {
 }
 
 extension SyncDestination {
-    public func takeBatchedOutcomes() -> [String: (inserted: Int, updated: Int, unchanged: Int)] { [:] }
+    public func takeBatchedOutcomes() -> [StreamID: (inserted: Int, updated: Int, unchanged: Int)] { [:] }
 }
 
 

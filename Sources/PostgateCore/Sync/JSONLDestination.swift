@@ -75,7 +75,9 @@ public final class JSONLDestination: SyncDestination {
             }
         }
         guard let h = FileHandle(forWritingAtPath: p) else { throw SyncError.destination("cannot open \(p) for writing") }
-        h.seekToEndOfFile()
+        let end = h.seekToEndOfFile()
+        // A file this destination has not written before is committed as it stands.
+        if lengths[file] == nil { lengths[file] = end }
         handles[file] = h
         return h
     }
@@ -85,7 +87,7 @@ public final class JSONLDestination: SyncDestination {
         w.value(line)
         w.raw(0x0a)
         pending[file, default: []].append(contentsOf: w.bytes)
-        if lengths[file] == nil { lengths[file] = 0 }
+        if lengths[file] == nil { _ = try handle(file) }
         if pending[file]!.count >= 1 << 20 { try write(file) }
     }
 
@@ -154,6 +156,11 @@ public final class JSONLDestination: SyncDestination {
     public func rollback() {
         pending = [:]
         renames = []
+        // Bytes written since the last commit are cut off, so the files end at their committed length.
+        for (f, h) in handles {
+            let length = lengths[f] ?? 0
+            try? h.truncate(atOffset: length)
+        }
     }
 
     /// Writes a file by temp file, fsync and rename, so it is either the old or the new content.

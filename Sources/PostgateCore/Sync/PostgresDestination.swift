@@ -28,21 +28,21 @@ public final class PostgresDestination: SyncDestination {
             names.insert(c.name)
         }
     }
-    var targets: [String: Target] = [:]
+    var targets: [StreamID: Target] = [:]
 
     func target(_ s: SyncStream) -> Target {
-        if let t = targets[s.key] { return t }
+        if let t = targets[s.id] { return t }
         let t = Target(s)
-        targets[s.key] = t
+        targets[s.id] = t
         return t
     }
     /// Rows waiting to be copied, per target: full-refresh loads and appends.
     var copyRows: [String: (table: String, columns: [String], data: [UInt8])] = [:]
     /// Upserts waiting, per stream: the newest row per key wins within a batch.
-    var upserts: [String: (stream: SyncStream, rows: [String: [String?]], order: [String])] = [:]
-    var batchTables: [String: String] = [:]
+    var upserts: [StreamID: (stream: SyncStream, rows: [String: [String?]], order: [String])] = [:]
+    var batchTables: [StreamID: String] = [:]
     /// Outcomes of batched upserts not yet reported (applied at flush).
-    public private(set) var flushedOutcomes: [String: (inserted: Int, updated: Int, unchanged: Int)] = [:]
+    public private(set) var flushedOutcomes: [StreamID: (inserted: Int, updated: Int, unchanged: Int)] = [:]
 
     public let label: String
 
@@ -122,7 +122,7 @@ public final class PostgresDestination: SyncDestination {
     }
 
     func existingColumns(_ s: SyncStream, staging: Bool = false) throws -> [String]? {
-        let r = try exec("inspecting \(s.key)", "SELECT a.attname AS n FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        let r = try exec("inspecting \(s.id)", "SELECT a.attname AS n FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
                          [table(s, staging: staging)])
         let names = (0..<r.rowCount).compactMap { r.string($0, "n") }
         return names.isEmpty ? nil : names
@@ -131,7 +131,7 @@ public final class PostgresDestination: SyncDestination {
     public func prepare(_ streams: [SyncStream]) throws {
         try begin()
         for s in streams {
-            targets[s.key] = Target(s)
+            targets[s.id] = Target(s)
             _ = try exec("creating schema \(s.namespace)", "CREATE SCHEMA IF NOT EXISTS \(Self.q(s.namespace))")
             if s.mode == .fullRefresh { continue }
             if let have = try existingColumns(s) {
@@ -139,7 +139,7 @@ public final class PostgresDestination: SyncDestination {
                     _ = try exec("adding a column", "ALTER TABLE \(table(s)) ADD COLUMN \(Self.q(c.name)) \(Self.declaredType(c))")
                 }
             } else {
-                _ = try exec("creating \(s.key)", createSQL(table(s), s))
+                _ = try exec("creating \(s.id)", createSQL(table(s), s))
             }
         }
         try commitTransaction()
@@ -211,8 +211,8 @@ public final class PostgresDestination: SyncDestination {
 
     public func finishFullRefresh(_ s: SyncStream) throws {
         try flushCopy(table(s, staging: true))
-        _ = try exec("replacing \(s.key)", "DROP TABLE IF EXISTS \(table(s))")
-        _ = try exec("replacing \(s.key)", "ALTER TABLE \(table(s, staging: true)) RENAME TO \(Self.q(s.name))")
+        _ = try exec("replacing \(s.id)", "DROP TABLE IF EXISTS \(table(s))")
+        _ = try exec("replacing \(s.id)", "ALTER TABLE \(table(s, staging: true)) RENAME TO \(Self.q(s.name))")
     }
 
     func widen(_ s: SyncStream, _ r: SyncRecord) throws -> [SyncStream.Column] {
@@ -223,28 +223,29 @@ public final class PostgresDestination: SyncDestination {
         for (k, v) in added {
             let kind = ColumnKind(inferredFrom: v)
             let c = SyncStream.Column(name: k, kind: kind, sourceType: nil)
-            _ = try exec("adding column \(k)", "ALTER TABLE \(table(s)) ADD COLUMN \(Self.q(k)) \(Self.declaredType(c))")
-            logger.info("\(s.key): added column \(k) (new at the source)")
+            // IF NOT EXISTS: the table may have it already (added before a rollback emptied this cache).
+            _ = try exec("adding column \(k)", "ALTER TABLE \(table(s)) ADD COLUMN IF NOT EXISTS \(Self.q(k)) \(Self.declaredType(c))")
+            logger.info("\(s.id): added column \(k) (new at the source)")
             t.add(c)
         }
-        batchTables[s.key] = nil
+        batchTables[s.id] = nil
         return t.columns
     }
 
     /// Applies what is batched for one stream.
     func flush(_ s: SyncStream) throws {
         try flushCopy(table(s))
-        guard let batch = upserts[s.key], !batch.rows.isEmpty else { return }
-        upserts[s.key] = nil
+        guard let batch = upserts[s.id], !batch.rows.isEmpty else { return }
+        upserts[s.id] = nil
         let cols = target(s).columns
         let tmp: String
-        if let t = batchTables[s.key] {
+        if let t = batchTables[s.id] {
             tmp = t
             _ = try exec("batching", "TRUNCATE \(tmp)")
         } else {
             tmp = Self.q("_postgate_batch_\(batchTables.count)_\(UInt32.random(in: 0...UInt32.max))")
             _ = try exec("batching", "CREATE TEMP TABLE \(tmp) (LIKE \(table(s)))")
-            batchTables[s.key] = tmp
+            batchTables[s.id] = tmp
         }
         var data: [UInt8] = []
         for k in batch.order {
@@ -259,7 +260,7 @@ public final class PostgresDestination: SyncDestination {
         do {
             _ = try data.withUnsafeBytes { try conn.copyIn("COPY \(tmp) (\(names)) FROM STDIN", data: $0) }
         } catch let err as PostgresError {
-            throw SyncError.destination("PostgreSQL destination: batching \(s.key): \(err.description)")
+            throw SyncError.destination("PostgreSQL destination: batching \(s.id): \(err.description)")
         }
         let updatable = cols.filter { !s.primaryKey.contains($0.name) }
         let compared = updatable.filter { !$0.name.hasPrefix("_ab_cdc_") }
@@ -274,18 +275,18 @@ public final class PostgresDestination: SyncDestination {
             }
         }
         sql += " RETURNING (xmax = 0) AS inserted"
-        let r = try exec("merging \(s.key)", sql)
-        var o = flushedOutcomes[s.key] ?? (0, 0, 0)
+        let r = try exec("merging \(s.id)", sql)
+        var o = flushedOutcomes[s.id] ?? (0, 0, 0)
         var ins = 0
         for i in 0..<r.rowCount where r.bool(i, "inserted") == true { ins += 1 }
         o.inserted += ins
         o.updated += r.rowCount - ins
         o.unchanged += batch.rows.count - r.rowCount
-        flushedOutcomes[s.key] = o
+        flushedOutcomes[s.id] = o
     }
 
     /// Takes (and clears) the outcomes of batched upserts applied so far.
-    public func takeBatchedOutcomes() -> [String: (inserted: Int, updated: Int, unchanged: Int)] {
+    public func takeBatchedOutcomes() -> [StreamID: (inserted: Int, updated: Int, unchanged: Int)] {
         defer { flushedOutcomes = [:] }
         return flushedOutcomes
     }
@@ -299,7 +300,7 @@ public final class PostgresDestination: SyncDestination {
                 let present = cols.filter { r.data[$0.name] != nil && !$0.name.hasPrefix("_ab_cdc_") }
                 guard !present.isEmpty else { return .unchanged }
                 let cond = present.enumerated().map { "\(Self.q($1.name)) IS NOT DISTINCT FROM $\($0 + 1)::\(Self.declaredType($1))" }.joined(separator: " AND ")
-                let res = try exec("deleting from \(s.key)", "DELETE FROM \(table(s)) WHERE ctid = (SELECT ctid FROM \(table(s)) WHERE \(cond) LIMIT 1)", present.map { Self.text(r.data[$0.name]) })
+                let res = try exec("deleting from \(s.id)", "DELETE FROM \(table(s)) WHERE ctid = (SELECT ctid FROM \(table(s)) WHERE \(cond) LIMIT 1)", present.map { Self.text(r.data[$0.name]) })
                 return res.affectedRows > 0 ? .deleted : .unchanged
             }
             try queueCopy(table(s), columns: target(s).columnNames, values: cols.map { Self.text(r.data[$0.name]) })
@@ -309,15 +310,15 @@ public final class PostgresDestination: SyncDestination {
         if r.deleted {
             try flush(s)
             let cond = s.primaryKey.enumerated().map { "\(Self.q($1)) = $\($0 + 1)" }.joined(separator: " AND ")
-            let res = try exec("deleting from \(s.key)", "DELETE FROM \(table(s)) WHERE \(cond)", keyValues)
+            let res = try exec("deleting from \(s.id)", "DELETE FROM \(table(s)) WHERE \(cond)", keyValues)
             return res.affectedRows > 0 ? .deleted : .unchanged
         }
         if r.omitted.isEmpty {
             let key = keyValues.map { $0 ?? "\u{0}" }.joined(separator: "\u{1}")
-            var batch = upserts[s.key] ?? (s, [:], [])
+            var batch = upserts[s.id] ?? (s, [:], [])
             if batch.rows[key] == nil { batch.order.append(key) }
             batch.rows[key] = cols.map { Self.text(r.data[$0.name]) }
-            upserts[s.key] = batch
+            upserts[s.id] = batch
             if batch.rows.count >= 20_000 { try flush(s) }
             return .batched
         }
@@ -330,7 +331,7 @@ public final class PostgresDestination: SyncDestination {
         var sql = "INSERT INTO \(table(s)) AS t (\(names)) VALUES (\(marks)) ON CONFLICT (\(s.primaryKey.map(Self.q).joined(separator: ", "))) "
         sql += updatable.isEmpty ? "DO NOTHING" : "DO UPDATE SET " + updatable.map { "\(Self.q($0.name)) = excluded.\(Self.q($0.name))" }.joined(separator: ", ")
         sql += " RETURNING (xmax = 0) AS inserted"
-        let res = try exec("updating \(s.key)", sql, present.map { Self.text(r.data[$0.name]) })
+        let res = try exec("updating \(s.id)", sql, present.map { Self.text(r.data[$0.name]) })
         if res.rowCount == 0 { return .unchanged }
         return res.bool(0, "inserted") == true ? .inserted : .updated
     }
@@ -338,7 +339,7 @@ public final class PostgresDestination: SyncDestination {
     public func truncate(_ s: SyncStream) throws -> Int {
         try begin()
         try flush(s)
-        return try exec("truncating \(s.key)", "DELETE FROM \(table(s))").affectedRows
+        return try exec("truncating \(s.id)", "DELETE FROM \(table(s))").affectedRows
     }
 
     func flushAll() throws {
@@ -366,7 +367,9 @@ public final class PostgresDestination: SyncDestination {
         upserts = [:]
         if inTransaction { _ = try? conn.query("ROLLBACK") }
         inTransaction = false
-        // Temporary batch tables created in the abandoned transaction are gone.
+        // Temporary batch tables created in the abandoned transaction are gone; table shapes are
+        // learnt again from what is committed.
         batchTables = [:]
+        targets = [:]
     }
 }

@@ -9,7 +9,7 @@ public final class SQLiteDestination: SyncDestination {
     let path: String
     let logger: Logger
     /// Each stream's table as it is now (grows when the source adds columns).
-    var tables: [String: Table] = [:]
+    var tables: [StreamID: Table] = [:]
     var inTransaction = false
 
     /// One stream's table: its columns and prepared statements, reused for every row.
@@ -45,9 +45,9 @@ public final class SQLiteDestination: SyncDestination {
     }
 
     func table(_ s: SyncStream) -> Table {
-        if let t = tables[s.key] { return t }
+        if let t = tables[s.id] { return t }
         let t = Table(s)
-        tables[s.key] = t
+        tables[s.id] = t
         return t
     }
 
@@ -133,7 +133,7 @@ public final class SQLiteDestination: SyncDestination {
         try run("creating tables") { db in
             for s in streams {
                 let table = DestinationNaming.table(s)
-                tables[s.key] = Table(s)
+                tables[s.id] = Table(s)
                 if s.mode == .fullRefresh { continue }
                 if let have = try existingColumns(db, table) {
                     for c in s.columns where !have.contains(c.name) {
@@ -165,7 +165,7 @@ public final class SQLiteDestination: SyncDestination {
 
     public func load(_ s: SyncStream, _ r: SyncRecord) throws {
         let t = table(s)
-        try run("loading \(s.key)") { db in
+        try run("loading \(s.id)") { db in
             try begin(db)
             let st = try t.statement(db, "load") {
                 // A resumed chunk may repeat rows: with a key, the newest copy wins.
@@ -180,7 +180,7 @@ public final class SQLiteDestination: SyncDestination {
     static func arguments(_ r: SyncRecord, _ cols: [SyncStream.Column]) throws -> StatementArguments {
         var values: [DatabaseValue] = []
         values.reserveCapacity(cols.count)
-        for c in cols { values.append(try value(r.data[c.name], c, stream: "")) }
+        for c in cols { values.append(try value(r.data[c.name], c)) }
         return StatementArguments(values)
     }
 
@@ -196,18 +196,23 @@ public final class SQLiteDestination: SyncDestination {
     /// Adds columns a record carries that the table does not have yet (a column added at the source mid-stream).
     func widen(_ db: Database, _ s: SyncStream, _ r: SyncRecord) throws -> Table {
         let t = table(s)
+        var have: [String]?
         for (k, v) in r.data.entries where !t.names.contains(k) && k != "_ab_cdc_deleted_at" {
             let kind = ColumnKind(inferredFrom: v)
             let table = DestinationNaming.table(s)
-            try db.execute(sql: "ALTER TABLE \(Self.q(table)) ADD COLUMN \(Self.q(k)) \(Self.declaredType(kind))")
-            logger.info("\(table): added column \(k) (new at the source)")
+            // The table may have the column already (added before a rollback emptied this cache).
+            if have == nil { have = try existingColumns(db, table) ?? [] }
+            if !have!.contains(k) {
+                try db.execute(sql: "ALTER TABLE \(Self.q(table)) ADD COLUMN \(Self.q(k)) \(Self.declaredType(kind))")
+                logger.info("\(table): added column \(k) (new at the source)")
+            }
             t.add(SyncStream.Column(name: k, kind: kind, sourceType: nil))
         }
         return t
     }
 
     public func merge(_ s: SyncStream, _ r: SyncRecord) throws -> ApplyOutcome {
-        return try run("applying a change to \(s.key)") { db in
+        return try run("applying a change to \(s.id)") { db in
             try begin(db)
             let t = try widen(db, s, r)
             let table = t.quoted
@@ -219,7 +224,7 @@ public final class SQLiteDestination: SyncDestination {
                     guard !present.isEmpty else { return .unchanged }
                     let cond = present.map { "\(Self.q($0.name)) IS ?" }.joined(separator: " AND ")
                     let st = try db.cachedStatement(sql: "DELETE FROM \(table) WHERE rowid = (SELECT rowid FROM \(table) WHERE \(cond) LIMIT 1)")
-                    try st.execute(arguments: StatementArguments(try present.map { try Self.value(r.data[$0.name], $0, stream: s.key) }))
+                    try st.execute(arguments: StatementArguments(try present.map { try Self.value(r.data[$0.name], $0) }))
                 } else {
                     let st = try t.statement(db, "delete") { "DELETE FROM \(table) WHERE \(s.primaryKey.map { "\(Self.q($0)) IS ?" }.joined(separator: " AND "))" }
                     try st.execute(arguments: try Self.arguments(r, t.keyColumns))
@@ -259,7 +264,7 @@ public final class SQLiteDestination: SyncDestination {
     }
 
     public func truncate(_ s: SyncStream) throws -> Int {
-        try run("truncating \(s.key)") { db in
+        try run("truncating \(s.id)") { db in
             try begin(db)
             try db.execute(sql: "DELETE FROM \(Self.q(DestinationNaming.table(s)))")
             return db.changesCount
@@ -277,13 +282,15 @@ public final class SQLiteDestination: SyncDestination {
     }
 
     public func rollback() {
+        // Table shapes are learnt again from what is committed.
+        tables = [:]
         guard inTransaction else { return }
         _ = try? queue.inDatabase { db in try db.execute(sql: "ROLLBACK") }
         inTransaction = false
     }
 
     /// The SQLite value for one JSON value in a column of `c`'s kind.
-    static func value(_ v: JSONValue?, _ c: SyncStream.Column, stream: String) throws -> DatabaseValue {
+    static func value(_ v: JSONValue?, _ c: SyncStream.Column) throws -> DatabaseValue {
         guard let v else { return .null }
         switch v {
         case .null: return .null

@@ -52,10 +52,9 @@ public final class SyncEngine {
     public func run() throws -> SyncProgress {
         let destination = try DestinationURL.open(options.destination, logger: logger)
         let saved = try destination.committedState()
-        var stateBytes = JSONWriter()
-        stateBytes.value(.array(saved))
-        let states = try InputState.parse(stateBytes.bytes, file: "the destination's saved state")
-        let cdcState = try CDCState.parse(stateBytes.bytes, file: "the destination's saved state")
+        let origin = "the saved state of \(destination.label)"
+        let states = try InputState.parse(documents: saved, file: origin)
+        let cdcState = try CDCState.parse(documents: saved, file: origin)
 
         let factory = try ConnectionFactory(config: config, logger: logger)
         defer { factory.close() }
@@ -66,7 +65,7 @@ public final class SyncEngine {
         }
     }
 
-    private func run(destination: SyncDestination, states: [String: StreamState], cdcState: CDCState?, factory: ConnectionFactory) throws -> SyncProgress {
+    private func run(destination: SyncDestination, states: [StreamID: StreamState], cdcState: CDCState?, factory: ConnectionFactory) throws -> SyncProgress {
         let conn = try factory.connect()
         let schemas = options.catalog.map { Array(Set($0.map(\.namespace))).sorted() } ?? config.schemas
         let discovered = try Discovery.discover(conn, schemas: schemas)
@@ -74,7 +73,7 @@ public final class SyncEngine {
         guard !plan.isEmpty else {
             throw SyncError.plan("nothing to sync: no readable tables, views or materialized views in schemas \(schemas) (setting `schemas`)")
         }
-        for s in plan { logger.info("plan: \(s.key) → \(s.mode) (\(s.reason))") }
+        for s in plan { logger.info("plan: \(s.id) → \(s.mode) (\(s.reason))") }
         if options.follow && !plan.contains(where: { $0.mode == .cdc }) {
             throw SyncError.plan("--follow streams changes by CDC, but no stream is synced by CDC (set replication_method to CDC)")
         }
@@ -82,14 +81,14 @@ public final class SyncEngine {
 
         // A full refresh resumes only into rows staged under its saved checkpoint, and only with a
         // primary key (a restarted read then overwrites instead of duplicating).
-        var resume: Set<String> = []
+        var resume: Set<StreamID> = []
         var readStates = states
         for s in plan where s.mode == .fullRefresh {
-            if case .load(let l)? = states[s.key], l.incremental == nil, !s.primaryKey.isEmpty, try destination.hasStaging(s) {
-                resume.insert(s.key)
-                logger.info("\(s.key): resuming the interrupted full refresh at page \(l.nextPage)")
+            if case .load(let l)? = states[s.id], l.incremental == nil, !s.primaryKey.isEmpty, try destination.hasStaging(s) {
+                resume.insert(s.id)
+                logger.info("\(s.id): resuming the interrupted full refresh at page \(l.nextPage)")
             } else {
-                readStates[s.key] = nil
+                readStates[s.id] = nil
             }
         }
 
@@ -108,13 +107,18 @@ public final class SyncEngine {
             let out = OutputSink(fd: fds[1])
             let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
             for s in plan where s.mode != .cdc {
-                try reader.read(s.configured, s.discovered, state: readStates[s.key])
+                try reader.read(s.configured, s.discovered, state: readStates[s.id])
             }
             let cdcStreams = plan.filter { $0.mode == .cdc }
             if case .cdc(let cdc) = config.replication, !cdcStreams.isEmpty {
                 let cdcReader = CDCReader(factory: factory, config: config, cdc: cdc, out: out, logger: logger)
                 cdcReader.emitTruncateEvents = true
+                // sync owns durability: the slot is confirmed only up to what the destination committed.
                 cdcReader.commitFeedback = applier
+                cdcReader.stateOrigin = "the saved state of \(destination.label)"
+                if cdc.lsnCommitBehaviour == .whileReadingData {
+                    logger.info("replication_method.lsn_commit_behaviour \"While reading Data\" is ignored by sync: it confirms positions to the slot only once the destination has committed them")
+                }
                 cdcReader.follow = options.follow
                 cdcReader.stopRequested = { SyncStop.isRequested }
                 if options.follow {
@@ -143,8 +147,8 @@ public final class SyncEngine {
 final class Applier: CDCCommitFeedback, @unchecked Sendable {
     let fd: Int32
     let destination: SyncDestination
-    let streams: [String: SyncStream]
-    let resume: Set<String>
+    let streams: [StreamID: SyncStream]
+    let resume: Set<StreamID>
     let progress: SyncProgress
     let printer: ProgressPrinter
     let stateFile: String?
@@ -157,11 +161,11 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
     /// STATE messages committed so far, by key (mirrored to --state-file).
     private var committed: [String: JSONValue] = [:]
 
-    init(fd: Int32, destination: SyncDestination, plan: [SyncStream], resume: Set<String>, progress: SyncProgress,
+    init(fd: Int32, destination: SyncDestination, plan: [SyncStream], resume: Set<StreamID>, progress: SyncProgress,
          printer: ProgressPrinter, stateFile: String?, logger: Logger) {
         self.fd = fd
         self.destination = destination
-        self.streams = Dictionary(plan.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
+        self.streams = Dictionary(plan.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         self.resume = resume
         self.progress = progress
         self.printer = printer
@@ -227,21 +231,21 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
         }
     }
 
-    private var lastStream: (namespace: String, name: String, stream: SyncStream)?
+    private var lastStream: SyncStream?
 
     private func stream(_ v: JSONValue?) -> SyncStream? {
         guard let ns = v?["namespace"]?.stringValue, let name = v?["name"]?.stringValue ?? v?["stream"]?.stringValue else { return nil }
-        if let l = lastStream, l.namespace == ns, l.name == name { return l.stream }
-        guard let s = streams["\(ns).\(name)"] else { return nil }
-        lastStream = (ns, name, s)
+        if let l = lastStream, l.namespace == ns, l.name == name { return l }
+        guard let s = streams[StreamID(namespace: ns, name: name)] else { return nil }
+        lastStream = s
         return s
     }
 
     /// Counts not yet published to `progress` (published every few thousand records and at each state).
-    private var pending: [String: SyncProgress.Stream] = [:]
+    private var pending: [StreamID: SyncProgress.Stream] = [:]
     private var pendingRecords = 0
 
-    private func count(_ key: String, _ body: (inout SyncProgress.Stream) -> Void) {
+    private func count(_ key: StreamID, _ body: (inout SyncProgress.Stream) -> Void) {
         body(&pending[key, default: SyncProgress.Stream(key: key, mode: "")])
         pendingRecords += 1
         if pendingRecords >= 4096 { publishCounts() }
@@ -275,10 +279,10 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
             let r = SyncRecord(data: data, omitted: omitted, deleted: deleted)
             if s.mode == .fullRefresh {
                 try destination.load(s, r)
-                count(s.key) { $0.records += 1 }
+                count(s.id) { $0.records += 1 }
             } else {
                 let outcome = try destination.merge(s, r)
-                count(s.key) { p in
+                count(s.id) { p in
                     p.records += 1
                     switch outcome {
                     case .inserted: p.inserted += 1
@@ -297,7 +301,7 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
             var lsn: LSN?
             if st["type"]?.stringValue == "STREAM" {
                 guard let desc = st["stream"]?["stream_descriptor"], let s = stream(desc) else { return }
-                key = "stream:\(s.key)"
+                key = "stream:\(s.id)"
                 if s.mode == .fullRefresh, st["stream"]?["stream_state"]?["state_type"]?.stringValue == "full_refresh" {
                     try destination.finishFullRefresh(s)
                 }
@@ -316,22 +320,28 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
             guard let t = m["trace"] else { return }
             if t["type"]?.stringValue == "ESTIMATE", let e = t["estimate"], let s = stream(e) {
                 let rows = e["row_estimate"]?.int64Value ?? -1
-                progress.update(s.key) { $0.estimate = rows }
+                progress.update(s.id) { $0.estimate = rows }
             } else if t["type"]?.stringValue == "STREAM_STATUS", let st = t["stream_status"], let s = stream(st["stream_descriptor"]) {
                 switch st["status"]?.stringValue {
                 case "STARTED":
-                    progress.update(s.key) { $0.started = $0.started ?? Date() }
-                    if s.mode == .fullRefresh { try destination.startFullRefresh(s, resume: resume.contains(s.key)) }
+                    progress.update(s.id) { $0.started = $0.started ?? Date() }
+                    if s.mode == .fullRefresh { try destination.startFullRefresh(s, resume: resume.contains(s.id)) }
                 case "COMPLETE":
-                    progress.update(s.key) { $0.finished = Date() }
-                    if let p = progress.snapshot.first(where: { $0.key == s.key }) { printer.streamFinished(p) }
+                    progress.update(s.id) { $0.finished = Date() }
+                    if let p = progress.snapshot.first(where: { $0.key == s.id }) { printer.streamFinished(p) }
                 default: break
                 }
             }
+        case "POSTGATE_ROLLBACK":
+            // The reader lost the server and reads again from its last state: drop what came after it.
+            pending = [:]
+            pendingRecords = 0
+            destination.rollback()
+            _ = destination.takeBatchedOutcomes()
         case "POSTGATE_TRUNCATE":
             guard let s = stream(m["stream"]) else { return }
             let n = try destination.truncate(s)
-            count(s.key) { $0.deleted += n }
+            count(s.id) { $0.deleted += n }
         default:
             break // LOG lines were already written to stderr by the reader's logger.
         }

@@ -51,8 +51,7 @@ public struct SyncStream: Sendable {
 
     public var namespace: String { discovered.schema }
     public var name: String { discovered.name }
-    /// `schema.name`, as in state and logs.
-    public var key: String { "\(discovered.schema).\(discovered.name)" }
+    public var id: StreamID { discovered.id }
     /// Columns CDC adds to each row.
     static let cdcColumns: [Column] = [
         Column(name: "_ab_cdc_lsn", kind: .integer, sourceType: "bigint"),
@@ -68,10 +67,10 @@ public enum SyncPlan {
 
     public static func make(config: PostgateConfig, discovered: [DiscoveredStream], catalog: [ConfiguredStream]?) throws -> [SyncStream] {
         if let catalog {
-            let byName = Dictionary(discovered.map { ("\($0.schema).\($0.name)", $0) }, uniquingKeysWith: { a, _ in a })
+            let byName = Dictionary(discovered.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
             return try catalog.map { cs in
-                guard let ds = byName[cs.label] else {
-                    throw SyncError.plan("stream \(cs.label) in the catalog is not a readable table, view or materialized view (dropped, or SELECT revoked?); run discover again")
+                guard let ds = byName[cs.id] else {
+                    throw SyncError.plan("stream \(cs.id) in the catalog is not a readable table, view or materialized view (dropped, or SELECT revoked?); run discover again")
                 }
                 return try fromCatalog(cs, ds, config: config)
             }
@@ -85,13 +84,13 @@ public enum SyncPlan {
             switch config.replication {
             case .cdc:
                 guard ds.kind == .table || ds.kind == .partitionedTable else {
-                    throw SyncError.plan("stream \(cs.label) is a \(ds.kind.label); CDC captures tables only, so configure it as full_refresh")
+                    throw SyncError.plan("stream \(cs.id) is a \(ds.kind.label); CDC captures tables only, so configure it as full_refresh")
                 }
                 mode = .cdc
             case .xmin: mode = .xmin
             case .standard:
                 guard let field = cs.cursorField.first else {
-                    throw SyncError.plan("stream \(cs.label): incremental with replication_method Standard needs a cursor_field in the catalog")
+                    throw SyncError.plan("stream \(cs.id): incremental with replication_method Standard needs a cursor_field in the catalog")
                 }
                 mode = .cursor(field)
             }

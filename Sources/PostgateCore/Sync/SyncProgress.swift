@@ -6,7 +6,7 @@ import Glibc
 /// Per-stream counters, shared between the applier and the progress printer.
 public final class SyncProgress: @unchecked Sendable {
     public struct Stream: Sendable {
-        public var key: String
+        public var key: StreamID
         public var mode: String
         public var records = 0
         public var inserted = 0
@@ -20,18 +20,18 @@ public final class SyncProgress: @unchecked Sendable {
     }
 
     private let lock = NSLock()
-    private var streams: [String: Stream] = [:]
-    private var order: [String] = []
+    private var streams: [StreamID: Stream] = [:]
+    private var order: [StreamID] = []
     public let began = Date()
 
     public init(_ plan: [SyncStream]) {
         for s in plan {
-            streams[s.key] = Stream(key: s.key, mode: s.mode.description)
-            order.append(s.key)
+            streams[s.id] = Stream(key: s.id, mode: s.mode.description)
+            order.append(s.id)
         }
     }
 
-    func update(_ key: String, _ body: (inout Stream) -> Void) {
+    func update(_ key: StreamID, _ body: (inout Stream) -> Void) {
         lock.lock()
         defer { lock.unlock() }
         if var s = streams[key] {

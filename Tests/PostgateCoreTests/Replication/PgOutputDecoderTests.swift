@@ -88,7 +88,7 @@ import Testing
         w = W(); w.u8(UInt8(ascii: "w")); w.u64(0x10); w.u64(0x20); w.u64(3); w.b += [UInt8(ascii: "B")]
         let x = try w.b.withUnsafeBytes { try ReplicationFrame.decode($0) }
         #expect(x == .xlogData(start: LSN(0x10), end: LSN(0x20), sendTime: 3, payload: [UInt8(ascii: "B")]))
-        let r = ReplicationFrame.standbyStatus(flushed: LSN(0x0102030405060708))
+        let r = ReplicationFrame.standbyStatus(written: LSN(0x0102030405060708), flushed: LSN(0x0102030405060708))
         #expect(r.count == 34 && r[0] == UInt8(ascii: "r") && Array(r[1..<9]) == [1, 2, 3, 4, 5, 6, 7, 8])
         #expect(ReplicationFrame.isoTimestamp(0) == "2000-01-01T00:00:00.000000Z")
         #expect(ReplicationFrame.isoTimestamp(86_400_000_001) == "2000-01-02T00:00:00.000001Z")

@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+@testable import PostgateCore
+
+/// State files are range-checked when parsed: a value no run could have written is refused with
+/// its JSON path, never wrapped around or trapped on.
+@Suite struct StateParsingTests {
+    static func global(_ shared: String) -> [UInt8] {
+        Array(#"[{"type":"STATE","state":{"type":"GLOBAL","global":{"shared_state":\#(shared),"stream_states":[]}}}]"#.utf8)
+    }
+
+    static func stream(_ state: String) -> [UInt8] {
+        Array(#"[{"type":"STREAM","stream":{"stream_descriptor":{"namespace":"s","name":"t"},"stream_state":\#(state)}}]"#.utf8)
+    }
+
+    static func failure(_ body: () throws -> Void) -> String {
+        do { try body() } catch let e as InputError { return e.path } catch { return "other error: \(error)" }
+        return "accepted"
+    }
+
+    @Test(arguments: [
+        (#"{"lsn":"0/10","snapshot_filters":[{"xmin":-5,"xmax":10,"lsn":"0/10"}]}"#, "[0].state.global.shared_state.snapshot_filters[0].xmin"),
+        (#"{"lsn":"0/10","snapshot_filters":[{"xmin":5,"xmax":-1,"lsn":"0/10"}]}"#, "[0].state.global.shared_state.snapshot_filters[0].xmax"),
+        (#"{"lsn":"0/10","snapshot_filters":[{"xmin":5,"xmax":10,"xip":[-3],"lsn":"0/10"}]}"#, "[0].state.global.shared_state.snapshot_filters[0].xip[0]"),
+        (#"{"lsn":"0/10","snapshot_filters":[{"xmin":5,"xmax":10,"xip":[12],"lsn":"0/10"}]}"#, "[0].state.global.shared_state.snapshot_filters[0].xip[0]"),
+        (#"{"lsn":"0/10","snapshot_filters":[{"xmin":11,"xmax":10,"lsn":"0/10"}]}"#, "[0].state.global.shared_state.snapshot_filters[0].xmin"),
+        (#"{"lsn":"0/10","snapshot_filters":[{"xmin":1.5,"xmax":10,"lsn":"0/10"}]}"#, "[0].state.global.shared_state.snapshot_filters[0].xmin"),
+        (#"{"lsn":"0/10","snapshot_filters":[{"xmin":1,"xmax":10,"lsn":"-1/0"}]}"#, "[0].state.global.shared_state.snapshot_filters[0].lsn"),
+        (#"{"lsn":"0/10","snapshot_filters":[{"xmin":1,"xmax":10,"lsn":"0/10","streams":[7]}]}"#, "[0].state.global.shared_state.snapshot_filters[0].streams[0]"),
+        (#"{"lsn":"FF/ZZ"}"#, "[0].state.global.shared_state.lsn"),
+        (#"{"lsn":"100000000/0"}"#, "[0].state.global.shared_state.lsn"),
+    ])
+    func cdcStateFieldsAreRangeChecked(shared: String, path: String) {
+        #expect(Self.failure { _ = try CDCState.parse(Self.global(shared), file: "s.json") } == path)
+    }
+
+    @Test(arguments: [
+        (#"{"state_type":"ctid","ctid":"(-1,0)","relation_filenode":1}"#, "[0].stream.stream_state.ctid"),
+        (#"{"state_type":"ctid","ctid":"(4294967296,0)","relation_filenode":1}"#, "[0].stream.stream_state.ctid"),
+        (#"{"state_type":"ctid","ctid":"(1,0)","relation_filenode":-1}"#, "[0].stream.stream_state.relation_filenode"),
+        (#"{"state_type":"ctid","ctid":"(1,0)","relation_filenode":1,"xmin_lower_bound":-1}"#, "[0].stream.stream_state.xmin_lower_bound"),
+        (#"{"state_type":"cursor_based","cursor_field":["u"],"cursor":"x","cursor_record_count":-2}"#, "[0].stream.stream_state.cursor_record_count"),
+        (#"{"state_type":"cursor_based","cursor_field":["u"],"cursor":"x","cursor_record_count":"many"}"#, "[0].stream.stream_state.cursor_record_count"),
+        (#"{"state_type":"cursor_based","cursor_field":[],"cursor":"x"}"#, "[0].stream.stream_state.cursor_field"),
+        (#"{"state_type":"xmin","xmin_raw_value":-1}"#, "[0].stream.stream_state.xmin_raw_value"),
+        (#"{"state_type":"xmin","xmin_xid_value":8589934592,"num_wraparound":0}"#, "[0].stream.stream_state.xmin_xid_value"),
+        (#"{"state_type":"xmin","xmin_xid_value":5,"num_wraparound":-1}"#, "[0].stream.stream_state.num_wraparound"),
+        (#"{"state_type":7}"#, "[0].stream.stream_state.state_type"),
+    ])
+    func streamStateFieldsAreRangeChecked(state: String, path: String) {
+        #expect(Self.failure { _ = try InputState.parse(Self.stream(state), file: "s.json") } == path)
+    }
+
+    @Test func validStatesStillParse() throws {
+        let g = try #require(try CDCState.parse(Self.global(#"{"lsn":"1/A0","snapshot_filters":[{"xmin":5,"xmax":10,"xip":[6,7],"lsn":"1/90","streams":["a.b",{"namespace":"x.y","name":"z"}]}]}"#), file: "s.json"))
+        #expect(g.lsn == LSN(0x1_0000_00A0))
+        #expect(g.filters.first?.inProgress == [6, 7])
+        #expect(g.filters.first?.streams == [StreamID(namespace: "a", name: "b"), StreamID(namespace: "x.y", name: "z")])
+        let s = try InputState.parse(Self.stream(#"{"state_type":"xmin","xmin_xid_value":5,"num_wraparound":2}"#), file: "s.json")
+        #expect(s[StreamID(namespace: "s", name: "t")] == .incremental(.xmin(.init(raw: 2 << 32 | 5))))
+        #expect(try InputState.parse(Array("[]".utf8), file: "s.json").isEmpty)
+        #expect(try CDCState.parse(Array("[]".utf8), file: "s.json") == nil)
+    }
+
+    @Test(arguments: ["", " \n\t\n"])
+    func anEmptyStateFileIsAnError(text: String) {
+        #expect(Self.failure { _ = try StateFile.documents(Array(text.utf8), file: "s.json") } == "$")
+    }
+
+    @Test func aGlobalStateRoundTripsWithStreamIdentities() throws {
+        let ids = [StreamID(namespace: "a.b", name: "c"), StreamID(namespace: "a", name: "b.c")]
+        let state = CDCState(lsn: LSN(77), filters: [.init(xmin: 3, xmax: 9, inProgress: [4], lsn: LSN(70), streams: ids)], snapshotted: Set(ids))
+        let text = JSONValue.array([["type": "STATE", "state": state.globalJSON()]]).jsonText
+        #expect(try CDCState.parse(Array(text.utf8), file: "s.json") == state)
+    }
+}
+
+/// A stream is the pair (namespace, name); its text form never makes two streams alike.
+@Suite struct StreamIDTests {
+    @Test func distinctPairsPrintDistinctlyAndParseBack() throws {
+        let pairs = [("a.b", "c"), ("a", "b.c"), ("x", "y__z"), ("x__y", "z"), ("q\"", "r"), ("q", "\"r"), ("public", "items"), ("sp ace", "ünï")]
+        let ids = pairs.map { StreamID(namespace: $0.0, name: $0.1) }
+        #expect(Set(ids.map(\.description)).count == ids.count)
+        for id in ids { #expect(StreamID(parsing: id.description) == id, "\(id)") }
+        #expect(ids[0].description == #""a.b".c"# && ids[1].description == #"a."b.c""#)
+        #expect(ids[6].description == "public.items")
+    }
+
+    @Test func theUnquotedFormOfEarlierVersionsSplitsAtTheFirstDot() {
+        #expect(StreamID(parsing: "a.b.c") == StreamID(namespace: "a", name: "b.c"))
+        #expect(StreamID(parsing: "nodot") == nil)
+        #expect(StreamID(parsing: #""open.c"#) == nil)
+    }
+}
