@@ -166,6 +166,9 @@ final class PrivateCDC {
         try p.admin.query("INSERT INTO app.a SELECT g, 'v' || g FROM generate_series(2, 2000) g")
         #expect(eventually(30) { PrivateCDC.destRows(db).count == 2000 })
 
+        // WAL past the last published change: the walsender has more to account for at shutdown.
+        try p.admin.query("INSERT INTO other.big SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g")
+        usleep(500_000)
         let took = try p.server.stop(mode: "fast", timeout: 30)
         #expect(took < 5, "pg_ctl stop -m fast took \(took) s while a follow was attached")
         #expect(bg.process.isRunning, "the follow waits for the server instead of exiting")

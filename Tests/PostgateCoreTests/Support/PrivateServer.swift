@@ -23,6 +23,10 @@ final class PrivateServer: @unchecked Sendable {
         try Data("\(password)\n".utf8).write(to: URL(fileURLWithPath: pw))
         try Self.sh("chown -R \(owner) \(dir) && chmod 700 \(dir)")
         try Self.sh("runuser -u \(owner) -- \(Self.bin)/initdb -D \(dir)/data -U \(user) --pwfile=\(pw) --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >\(dir)/initdb.log 2>&1")
+        guard FileManager.default.fileExists(atPath: dir + "/data/PG_VERSION") else {
+            let log = (try? String(contentsOfFile: dir + "/initdb.log", encoding: .utf8)) ?? "no log"
+            throw PrivateServerError(message: "initdb made no cluster in \(dir): \(log.suffix(400))")
+        }
         let conf = """
             listen_addresses = '127.0.0.1'
             port = \(port)
@@ -91,7 +95,10 @@ final class PrivateServer: @unchecked Sendable {
         let rc = posix_spawn(&pid, "/bin/sh", nil, nil, &argv, environ)
         guard rc == 0 else { throw PrivateServerError(message: "cannot start /bin/sh: \(rc)") }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        while waitpid(pid, &status, 0) < 0 {
+            // ECHILD: something else in the process reaped it; callers check what it made.
+            if errno != EINTR { break }
+        }
         let code = (status >> 8) & 0xff
         guard status & 0x7f == 0, code == 0 else {
             throw PrivateServerError(message: "`\(command.prefix(120))` exited with status \(status)")

@@ -56,7 +56,9 @@ final class TestDestination {
         case .sqlite:
             guard FileManager.default.fileExists(atPath: path) else { return nil }
             let text = try DatabaseQueue(path: path).read { db in
-                try String.fetchOne(db, sql: "SELECT message FROM _postgate_state WHERE key = ?", arguments: [key])
+                // The file exists a moment before the sync has created its state table.
+                try db.tableExists("_postgate_state")
+                    ? String.fetchOne(db, sql: "SELECT message FROM _postgate_state WHERE key = ?", arguments: [key]) : nil
             }
             return try text.map { try JSONParser.parse($0) }
         case .postgres:
