@@ -244,6 +244,9 @@ struct ArrayLiteralParser {
             i += 1
         }
         let mark = out.count
+        // What is appended here may be taken back, so it stays in the buffer until decided.
+        out.spillHolds += 1
+        defer { out.spillHolds -= 1 }
         guard i < text.count, text[i] == UInt8(ascii: "{"), parseArray(&out) else {
             out.truncate(to: mark)
             JSONBytes.appendString(text, to: &out)

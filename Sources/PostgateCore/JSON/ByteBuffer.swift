@@ -6,6 +6,12 @@ public struct ByteBuffer {
     public private(set) var base: UnsafeMutablePointer<UInt8>
     public private(set) var count = 0
     public private(set) var capacity: Int
+    /// Where the bytes go when the buffer is full, instead of growing it (set by `OutputSink`): a
+    /// record larger than the buffer then streams out in pieces, so memory does not follow the
+    /// largest value. Not called while `spillHolds` is above zero.
+    public var spill: ((UnsafeRawBufferPointer) -> Void)?
+    /// Writers that may still take back what they appended (`truncate(to:)`) hold the spill.
+    public var spillHolds = 0
 
     public init(capacity: Int) {
         self.capacity = max(16, capacity)
@@ -21,6 +27,13 @@ public struct ByteBuffer {
 
     @inline(never)
     mutating func grow(_ needed: Int) {
+        if let spill, spillHolds == 0, count > 0 {
+            spill(bytes)
+            let more = needed &- count
+            count = 0
+            if more <= capacity { return }
+            return grow(more)
+        }
         var c = capacity
         while c < needed { c *= 2 }
         let nb = UnsafeMutablePointer<UInt8>.allocate(capacity: c)
@@ -46,6 +59,7 @@ public struct ByteBuffer {
 
     @inline(__always)
     public mutating func append(_ p: UnsafePointer<UInt8>, _ n: Int) {
+        if count &+ n > capacity && spill != nil && spillHolds == 0 { return appendInPieces(p, n) }
         reserve(n)
         let d = base + count
         if n >= 8 && n <= 16 {
@@ -60,6 +74,22 @@ public struct ByteBuffer {
             memcpy(d, p, n)
         }
         count &+= n
+    }
+
+    /// Copies a run longer than the free space in buffer-sized pieces, spilling between them.
+    @inline(never)
+    mutating func appendInPieces(_ p: UnsafePointer<UInt8>, _ n: Int) {
+        var off = 0
+        while off < n {
+            if count == capacity, let spill {
+                spill(bytes)
+                count = 0
+            }
+            let k = Swift.min(n &- off, capacity &- count)
+            memcpy(base + count, p + off, k)
+            count &+= k
+            off &+= k
+        }
     }
 
     public mutating func append(_ bytes: [UInt8]) {

@@ -10,12 +10,24 @@ public final class OutputSink {
     /// Held through a pointer so per-row appends need no exclusivity bookkeeping.
     private let storage: UnsafeMutablePointer<ByteBuffer>
     private let flushThreshold: Int
+    private let spilled = SpillTarget()
+
+    /// Receives the bytes of a record too large for the buffer; a write error waits for the next flush.
+    private final class SpillTarget: @unchecked Sendable {
+        var error: Int32?
+    }
 
     public init(fd: Int32 = 1, capacity: Int = 1 << 20) {
         self.fd = fd
         self.flushThreshold = capacity
         storage = .allocate(capacity: 1)
-        storage.initialize(to: ByteBuffer(capacity: capacity + 64 * 1024))
+        var buffer = ByteBuffer(capacity: capacity + 64 * 1024)
+        // Memory stays at the buffer's size however large one record is.
+        buffer.spill = { [spilled] bytes in
+            guard spilled.error == nil else { return }
+            if let e = OutputSink.writeAll(fd, bytes) { spilled.error = e }
+        }
+        storage.initialize(to: buffer)
     }
 
     deinit {
@@ -50,17 +62,24 @@ public final class OutputSink {
     }
 
     public func flush() throws {
-        var off = 0
         defer { storage.pointee.removeAll() }
-        let total = storage.pointee.count
-        let base = storage.pointee.base
+        if let e = spilled.error { throw WriteError(errno: e) }
+        if let e = Self.writeAll(fd, storage.pointee.bytes) { throw WriteError(errno: e) }
+    }
+
+    /// Writes every byte; returns errno on failure.
+    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32? {
+        var off = 0
+        let total = bytes.count
+        guard let base = bytes.baseAddress else { return nil }
         while off < total {
             let n = Glibc.write(fd, base + off, total - off)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw WriteError(errno: errno)
+                return errno
             }
             off += n
         }
+        return nil
     }
 }

@@ -223,7 +223,8 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
                 } else {
                     line.append(contentsOf: buffer[start..<i])
                     try handle(line)
-                    line.removeAll(keepingCapacity: true)
+                    // A huge record's buffer is not kept for the rest of the run.
+                    line.removeAll(keepingCapacity: line.capacity <= 4 << 20)
                 }
                 start = i + 1
             }
