@@ -184,6 +184,8 @@ final class BackgroundSync: @unchecked Sendable {
         }
         process.waitUntilExit()
         done.wait()
+        // A SIGKILLed run leaves its inline key material; remove it as the next run would.
+        PrivateFilesRegistry.sweepStale()
         return process.terminationStatus
     }
 }
@@ -412,8 +414,8 @@ func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> B
         // libpq would quote this malformed password back in its parse error.
         let malformed = "s3cret%zz\(UInt32.random(in: 0...UInt32.max))"
         let badURI = try CLI.run(["sync", "--config", cfg, "--destination", "postgres:postgresql://u:\(malformed)@h/db"], secrets: [malformed])
-        #expect(badURI.status != 0 && badURI.stderr.contains("could not be parsed") && !(badURI.stdout + badURI.stderr).contains("s3cret"))
-        #expect(DestinationURL.describe("postgres://u:secret@h/db") == "postgres://u:***@h/db")
-        #expect(DestinationURL.describe("postgres:host=h password='a b' dbname=x") == "postgres:host=h password=*** dbname=x")
+        #expect(badURI.status != 0 && badURI.stderr.contains("the password has a `%`") && !(badURI.stdout + badURI.stderr).contains("s3cret"))
+        #expect(DestinationURL.describe("postgres://u:secret@h/db") == "postgres:user=u password=*** host=h dbname=db")
+        #expect(DestinationURL.describe("postgres:host=h password='a b' dbname=x") == "postgres:password=*** dbname=x host=h")
     }
 }
