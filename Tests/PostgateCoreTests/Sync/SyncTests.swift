@@ -55,8 +55,13 @@ final class TestDestination {
         switch kind {
         case .sqlite:
             guard FileManager.default.fileExists(atPath: path) else { return nil }
-            let text = try DatabaseQueue(path: path).read { db in
-                try String.fetchOne(db, sql: "SELECT message FROM _postgate_state WHERE key = ?", arguments: [key])
+            // A sync that is starting may have created the file but not yet its state table, or hold
+            // a lock while it switches the journal to WAL: that is "no state yet", not an error.
+            var config = Configuration()
+            config.busyMode = .timeout(5)
+            let text = try DatabaseQueue(path: path, configuration: config).read { db -> String? in
+                guard try db.tableExists("_postgate_state") else { return nil }
+                return try String.fetchOne(db, sql: "SELECT message FROM _postgate_state WHERE key = ?", arguments: [key])
             }
             return try text.map { try JSONParser.parse($0) }
         case .postgres:
