@@ -34,10 +34,12 @@ let package = Package(
             name: "CTunnelCipher",
             dependencies: ["COpenSSL"]
         ),
+        // The async-signal-safe core of private files (see its header).
+        .target(name: "CPrivateFiles"),
         .target(
             name: "PostgateCore",
             dependencies: [
-                "CLibPQ", "CLibSSH2", "COpenSSL", "CTunnelCipher",
+                "CLibPQ", "CLibSSH2", "COpenSSL", "CTunnelCipher", "CPrivateFiles",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "GRDB", package: "GRDB.swift"),

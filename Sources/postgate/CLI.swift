@@ -2,29 +2,62 @@ import Foundation
 import Logging
 import PostgateCore
 
-/// Process-level plumbing for the executable: logging, signals and failure reporting.
+/// Process-level plumbing for the executable: logging, signals, exit paths and failure reporting.
 enum CLI {
     static func bootstrapLogging() {
         let level = ProcessInfo.processInfo.environment["POSTGATE_LOG_LEVEL"].flatMap { Logger.Level(rawValue: $0.lowercased()) } ?? .info
         LoggingSystem.bootstrap { label in StderrLogHandler(label: label, level: level) }
     }
 
-    /// On SIGINT/SIGTERM, removes inline key material before exiting.
-    static func installSignalCleanup() {
+    /// Makes every way out of the process remove inline key material: exit and a return from main
+    /// (atexit), SIGINT, SIGTERM, SIGHUP and SIGPIPE (a handler that scrubs, then dies of the signal
+    /// as before). Also removes what killed runs left behind, and keeps closed standard descriptors
+    /// from being reused.
+    static func installCleanup() {
+        holdStandardDescriptors()
+        // What the handler touches is initialised here, not lazily inside it. No graceful stop is
+        // possible yet, so `request()` changes nothing.
+        _ = SyncStop.isRequested
+        _ = SyncStop.request()
+        atexit { PrivateFilesRegistry.removeAll() }
         // A parent may have blocked these signals (the mask is inherited); a CLI must still stop on them.
+        let signals = [SIGINT, SIGTERM, SIGHUP, SIGPIPE]
         var set = sigset_t()
         sigemptyset(&set)
-        for sig in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&set, sig) }
+        for sig in signals { sigaddset(&set, sig) }
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
-        for sig in [SIGINT, SIGTERM, SIGHUP] {
+        for sig in signals {
             signal(sig) { s in
+                // Async-signal-safe only: an atomic flag, the C scrub (open/write/fsync/unlink/rmdir
+                // over preallocated paths), signal and raise. No locks, no allocation.
                 // `sync --follow` stops gracefully: it commits, confirms and exits on its own.
-                if s != SIGHUP && SyncStop.request() { return }
-                PrivateFilesRegistry.shared.removeAll()
+                if (s == SIGINT || s == SIGTERM) && SyncStop.request() { return }
+                PrivateFilesRegistry.removeAll()
                 signal(s, SIG_DFL)
                 raise(s)
             }
         }
+        PrivateFilesRegistry.sweepStale()
+    }
+
+    /// A closed stdin, stdout or stderr would be handed out by the next open (a key file, a database
+    /// socket), and protocol output would go there. Each is held on /dev/null instead; stdout
+    /// read-only, so that writing output fails and the run ends with an error.
+    static func holdStandardDescriptors() {
+        for (fd, flags) in [(Int32(0), O_RDONLY), (1, O_RDONLY), (2, O_WRONLY)] where fcntl(fd, F_GETFD) == -1 && errno == EBADF {
+            let n = open("/dev/null", flags)
+            if n >= 0 && n != fd {
+                dup2(n, fd)
+                close(n)
+            }
+        }
+    }
+
+    /// The one clean-up before leaving on an error: closes tunnels and removes inline key material
+    /// (exit() skips deinitializers; atexit repeats the removal for every other exit).
+    static func cleanUp() {
+        TunnelManager.shared.shutdown()
+        PrivateFilesRegistry.removeAll()
     }
 
     static func emitTrace(message: String, failureType: String) {
@@ -35,8 +68,7 @@ enum CLI {
 
     /// Reports a failure on stdout (TRACE) and stderr, and exits with status 1.
     static func fail(message: String, failureType: String) -> Never {
-        // exit() skips deinitializers: remove inline key material explicitly.
-        PrivateFilesRegistry.shared.removeAll()
+        cleanUp()
         emitTrace(message: message, failureType: failureType)
         FileHandle.standardError.write(Data("postgate: error: \(message)\n".utf8))
         exit(1)

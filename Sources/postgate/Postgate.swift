@@ -14,14 +14,13 @@ struct Postgate: ParsableCommand {
     /// a human line on stderr and a non-zero exit.
     static func main() {
         CLI.bootstrapLogging()
-        CLI.installSignalCleanup()
+        CLI.installCleanup()
         do {
             var command = try parseAsRoot()
             defer { TunnelManager.shared.shutdown() }
             try command.run()
         } catch {
-            TunnelManager.shared.shutdown()
-            PrivateFilesRegistry.shared.removeAll()
+            CLI.cleanUp()
             if exitCode(for: error) == .success { exit(withError: error) }
             if let e = error as? UserFacingError {
                 CLI.fail(message: e.userMessage, failureType: e.failureType)
@@ -190,7 +189,7 @@ struct Tunnel: ParsableCommand {
             throw ConfigError.invalid(path: "tunnel_method.tunnel_method", reason: "is NO_TUNNEL; set SSH_KEY_AUTH or SSH_PASSWORD_AUTH to open a tunnel")
         }
         let t = try TunnelManager.shared.tunnel(for: settings, targetHost: config.host, targetPort: config.port, logger: logger)
-        FileHandle.standardOutput.write(Data("""
+        try FileHandle.standardOutput.write(contentsOf: Data("""
             Forwarding 127.0.0.1:\(t.localPort) to \(config.host):\(config.port) through \(t.bastion)
             bastion host key: \(t.hostKey.type) \(t.hostKey.fingerprint)\(settings.hostKey == nil ? " (not pinned)" : " (pinned)")
             connect with: host=\(config.host) hostaddr=127.0.0.1 port=\(t.localPort)

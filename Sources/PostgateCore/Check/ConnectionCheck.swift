@@ -81,9 +81,16 @@ public struct ConnectionCheck {
 
         // 2. Connection: SSH tunnel, TLS, authentication, database.
         let factory: ConnectionFactory
-        let conn: PGConnection
         do {
             factory = try ConnectionFactory(config: config, logger: logger)
+        } catch {
+            report.failures.append(Self.setupFinding(error))
+            return report
+        }
+        // The factory's inline key material goes as soon as the check is done, failed or not.
+        defer { factory.close() }
+        let conn: PGConnection
+        do {
             if let t = try factory.openTunnel() {
                 let pinned = config.tunnel?.hostKey != nil
                 report.notes.append("SSH tunnel through \(t.bastion): host key \(t.hostKey.type) \(t.hostKey.fingerprint) " + (pinned
@@ -91,24 +98,13 @@ public struct ConnectionCheck {
                     : "is NOT pinned; to refuse any other key set tunnel_method.tunnel_host_key to \"\(t.hostKey.fingerprint)\"."))
             }
             conn = try factory.connect()
-        } catch let e as EntraError {
-            report.failures.append(Finding(step: .authentication, message: e.description))
-            return report
-        } catch let e as KeyError {
-            report.failures.append(Finding(step: .tls, message: e.description))
-            return report
-        } catch let e as TunnelError {
-            report.failures.append(Finding(step: .tunnel, message: e.description))
-            return report
         } catch let e as PostgresError {
             report.failures.append(Self.classify(e, config: config))
             return report
         } catch {
-            let message = (error as? UserFacingError)?.userMessage ?? "\(error)"
-            report.failures.append(Finding(step: .connection, message: message))
+            report.failures.append(Self.setupFinding(error))
             return report
         }
-        defer { factory.close() }
 
         let version = conn.parameterStatus("server_version") ?? "?"
         var transport = "without TLS"
@@ -270,6 +266,16 @@ public struct ConnectionCheck {
         }
         if report.failures.isEmpty {
             report.notes.append("CDC: wal_level is logical, slot \"\(cdc.replicationSlot)\" uses pgoutput, and the user may replicate.")
+        }
+    }
+
+    /// The step that failed for an error of connection set-up other than libpq's.
+    static func setupFinding(_ error: Error) -> Finding {
+        switch error {
+        case let e as EntraError: return Finding(step: .authentication, message: e.description)
+        case let e as KeyError: return Finding(step: .tls, message: e.description)
+        case let e as TunnelError: return Finding(step: .tunnel, message: e.description)
+        default: return Finding(step: .connection, message: (error as? UserFacingError)?.userMessage ?? "\(error)")
         }
     }
 

@@ -12,31 +12,11 @@ public final class PGConnection {
 
     /// Connects with the given libpq keywords. Parameters are passed as keyword/value arrays,
     /// never as a connection string, so no value needs quoting.
-    public convenience init(parameters: [(String, String)], logger: Logger) throws(PostgresError) {
-        try self.init(parameters: parameters, expandDatabaseName: false, logger: logger)
-    }
-
-    /// Connects with a libpq connection string or URI, as a user would give it to psql.
-    public convenience init(conninfo: String, logger: Logger) throws(PostgresError) {
-        // libpq's parse errors quote the text they stopped at, which can be the password: check the
-        // syntax first and report it without the text.
-        if conninfo.contains("=") || conninfo.hasPrefix("postgres://") || conninfo.hasPrefix("postgresql://") {
-            var err: UnsafeMutablePointer<CChar>?
-            if let options = PQconninfoParse(conninfo, &err) {
-                PQconninfoFree(options)
-            } else {
-                if let err { PQfreemem(err) }
-                throw PostgresError(kind: .client, message: "the connection string could not be parsed (check key=value pairs, quoting and URI percent-encoding; it is not shown because it may contain a password)")
-            }
-        }
-        try self.init(parameters: [("dbname", conninfo)], expandDatabaseName: true, logger: logger)
-    }
-
-    private init(parameters: [(String, String)], expandDatabaseName: Bool, logger: Logger) throws(PostgresError) {
+    public init(parameters: [(String, String)], logger: Logger) throws(PostgresError) {
         let keys = parameters.map(\.0)
         let values = parameters.map(\.1)
         let conn: OpaquePointer? = withCStringArray(keys) { k in
-            withCStringArray(values) { v in PQconnectdbParams(k, v, expandDatabaseName ? 1 : 0) }
+            withCStringArray(values) { v in PQconnectdbParams(k, v, 0) }
         }
         guard let conn else {
             throw PostgresError(kind: .client, message: "libpq could not allocate a connection (out of memory)")

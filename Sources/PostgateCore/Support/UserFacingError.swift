@@ -16,6 +16,13 @@ extension PostgresError: UserFacingError {
     public var failureType: String { kind == .connection ? "config_error" : "system_error" }
 }
 
+/// Output that cannot be written (a closed stdout): the run ends through the error path, which
+/// removes inline key material.
+extension OutputSink.WriteError: UserFacingError {
+    public var userMessage: String { description }
+    public var failureType: String { "system_error" }
+}
+
 extension PrivateFiles.Failure: UserFacingError {
     public var userMessage: String { description }
     public var failureType: String { "system_error" }

@@ -46,11 +46,12 @@ public final class PostgresDestination: SyncDestination {
 
     public let label: String
 
-    public init(conninfo: String, logger: Logger) throws {
+    /// Connects with the parsed destination's keywords; libpq never parses the user's text.
+    public init(connInfo: PostgresConnInfo, logger: Logger) throws {
         self.logger = logger
-        label = "postgres:" + DestinationURL.describe(conninfo)
+        label = connInfo.description
         do {
-            conn = try PGConnection(conninfo: conninfo, logger: logger)
+            conn = try PGConnection(parameters: connInfo.libpqParameters, logger: logger)
             try conn.query("SET client_min_messages = warning")
             try conn.query("CREATE SCHEMA IF NOT EXISTS _postgate")
             try conn.query("CREATE TABLE IF NOT EXISTS _postgate.state (key text PRIMARY KEY, message jsonb NOT NULL)")

@@ -105,6 +105,8 @@ final class Fixture {
             }
         }
         p.waitUntilExit()
+        // SIGKILL leaves the run's inline key material; remove it as the next run would.
+        PrivateFilesRegistry.sweepStale()
         return seen
     }
 }
