@@ -136,6 +136,7 @@ struct Read: ParsableCommand {
         let byName = Dictionary(discovered.map { ("\($0.schema).\($0.name)", $0) }, uniquingKeysWith: { a, _ in a })
         let out = OutputSink()
         let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
+        if let state { reader.stateOrigin = "state file \(state)" }
         var changeStreams: [(ConfiguredStream, DiscoveredStream)] = []
         for cs in streams {
             guard let ds = byName[cs.label] else {

@@ -80,6 +80,7 @@ public enum SyncPlan {
     }
 
     static func fromCatalog(_ cs: ConfiguredStream, _ ds: DiscoveredStream, config: PostgateConfig) throws -> SyncStream {
+        _ = try cs.checkedColumns(of: ds)
         var mode = SyncMode.fullRefresh
         if cs.syncMode == .incremental {
             switch config.replication {
