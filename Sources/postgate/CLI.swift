@@ -33,12 +33,12 @@ enum CLI {
         try? out.flush()
     }
 
-    /// Reports a failure on stdout (TRACE) and stderr, and exits with status 1.
-    static func fail(message: String, failureType: String) -> Never {
+    /// Reports a failure on stdout (TRACE) and stderr, and exits with the failure type's status.
+    static func fail(message: String, failureType: FailureType) -> Never {
         // exit() skips deinitializers: remove inline key material explicitly.
         PrivateFilesRegistry.shared.removeAll()
-        emitTrace(message: message, failureType: failureType)
+        emitTrace(message: message, failureType: failureType.rawValue)
         FileHandle.standardError.write(Data("postgate: error: \(message)\n".utf8))
-        exit(1)
+        exit(failureType.exitCode)
     }
 }

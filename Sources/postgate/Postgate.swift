@@ -15,6 +15,8 @@ struct Postgate: ParsableCommand {
     static func main() {
         CLI.bootstrapLogging()
         CLI.installSignalCleanup()
+        // A closed stdout is an error to report (and clean up after), not a silent death by SIGPIPE.
+        signal(SIGPIPE, SIG_IGN)
         do {
             var command = try parseAsRoot()
             defer { TunnelManager.shared.shutdown() }
@@ -22,13 +24,18 @@ struct Postgate: ParsableCommand {
         } catch {
             TunnelManager.shared.shutdown()
             PrivateFilesRegistry.shared.removeAll()
-            if exitCode(for: error) == .success { exit(withError: error) }
+            let code = exitCode(for: error)
+            if code == .success || error is ExitCode { exit(withError: error) }
             if let e = error as? UserFacingError {
-                CLI.fail(message: e.userMessage, failureType: e.failureType)
+                CLI.fail(message: e.userMessage, failureType: FailureType.of(e))
             }
-            // Usage errors: report them in both forms, then let ArgumentParser print usage.
-            CLI.emitTrace(message: fullMessage(for: error), failureType: "config_error")
-            exit(withError: error)
+            if code == .validationFailure {
+                // Usage errors: report them in both forms, then let ArgumentParser print usage (exit 64).
+                CLI.emitTrace(message: fullMessage(for: error), failureType: FailureType.config.rawValue)
+                exit(withError: error)
+            }
+            // An error nobody classified is a bug.
+            CLI.fail(message: "unexpected error: \(fullMessage(for: error))", failureType: .system)
         }
     }
 }
