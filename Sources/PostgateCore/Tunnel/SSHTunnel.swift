@@ -45,6 +45,7 @@ public final class SSHTunnel: @unchecked Sendable {
             try session.authenticateKey(user: settings.user, key: userKey)
         }
         logger.info("SSH tunnel: authenticated to bastion \(bastion) (host key \(key.type) \(key.fingerprint))")
+        logger.debug("SSH tunnel: RSA SHA-2 host keys \(["unavailable (libssh2's table not as expected)", "added to libssh2", "native in libssh2"][Int(postgate_hostkey_install_rsa_sha2())])")
         logger.debug("SSH tunnel: AES-CTR keystream \(postgate_tunnel_cipher_active() == 1 ? "made in bulk" : "made per block by libcrypto (bulk cipher not in effect)")")
         return try SSHTunnel(session: session, bastion: bastion, hostKey: key, targetHost: targetHost, targetPort: targetPort, logger: logger)
     }
@@ -58,8 +59,13 @@ public final class SSHTunnel: @unchecked Sendable {
             let session: LibSSH2Session
             do {
                 session = try LibSSH2Session(host: settings.host, port: settings.port, hostKeyAlgorithms: algorithms, timeoutSeconds: connectTimeout)
-            } catch .handshake where !observed.isEmpty {
-                // No host-key algorithm left in common: the bastion has no other key.
+            } catch {
+                // After a refused key, failing to negotiate means no host-key algorithm is left in
+                // common (or libssh2 knows none of those left): the bastion has no other key to offer.
+                var negotiation = false
+                if case .handshake = error { negotiation = true }
+                if case .local = error { negotiation = true }
+                guard negotiation, !observed.isEmpty else { throw error }
                 break
             }
             guard let key = session.hostKey() else { throw .handshake(reason: "the bastion presented no host key") }
