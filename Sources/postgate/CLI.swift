@@ -10,8 +10,9 @@ enum CLI {
     }
 
     /// Makes every way out of the process remove inline key material: exit and a return from main
-    /// (atexit), SIGINT, SIGTERM, SIGHUP and SIGPIPE (a handler that scrubs, then dies of the signal
-    /// as before). Also removes what killed runs left behind, and keeps closed standard descriptors
+    /// (atexit), SIGINT, SIGTERM and SIGHUP (a handler that scrubs, then dies of the signal as
+    /// before); SIGPIPE is ignored, so a closed stdout ends the run through the error path. Also
+    /// removes what killed runs left behind, and keeps closed standard descriptors
     /// from being reused.
     static func installCleanup() {
         holdStandardDescriptors()
@@ -21,7 +22,10 @@ enum CLI {
         _ = SyncStop.request()
         atexit { PrivateFilesRegistry.removeAll() }
         // A parent may have blocked these signals (the mask is inherited); a CLI must still stop on them.
-        let signals = [SIGINT, SIGTERM, SIGHUP, SIGPIPE]
+        // A closed stdout (or a closed tunnel client) is an error to report and clean up after
+        // (EPIPE, system_error), not a silent death by SIGPIPE.
+        signal(SIGPIPE, SIG_IGN)
+        let signals = [SIGINT, SIGTERM, SIGHUP]
         var set = sigset_t()
         sigemptyset(&set)
         for sig in signals { sigaddset(&set, sig) }
@@ -66,11 +70,11 @@ enum CLI {
         try? out.flush()
     }
 
-    /// Reports a failure on stdout (TRACE) and stderr, and exits with status 1.
-    static func fail(message: String, failureType: String) -> Never {
+    /// Reports a failure on stdout (TRACE) and stderr, and exits with the failure type's status.
+    static func fail(message: String, failureType: FailureType) -> Never {
         cleanUp()
-        emitTrace(message: message, failureType: failureType)
+        emitTrace(message: message, failureType: failureType.rawValue)
         FileHandle.standardError.write(Data("postgate: error: \(message)\n".utf8))
-        exit(1)
+        exit(failureType.exitCode)
     }
 }

@@ -21,13 +21,18 @@ struct Postgate: ParsableCommand {
             try command.run()
         } catch {
             CLI.cleanUp()
-            if exitCode(for: error) == .success { exit(withError: error) }
+            let code = exitCode(for: error)
+            if code == .success || error is ExitCode { exit(withError: error) }
             if let e = error as? UserFacingError {
-                CLI.fail(message: e.userMessage, failureType: e.failureType)
+                CLI.fail(message: e.userMessage, failureType: FailureType.of(e))
             }
-            // Usage errors: report them in both forms, then let ArgumentParser print usage.
-            CLI.emitTrace(message: fullMessage(for: error), failureType: "config_error")
-            exit(withError: error)
+            if code == .validationFailure {
+                // Usage errors: report them in both forms, then let ArgumentParser print usage (exit 64).
+                CLI.emitTrace(message: fullMessage(for: error), failureType: FailureType.config.rawValue)
+                exit(withError: error)
+            }
+            // An error nobody classified is a bug.
+            CLI.fail(message: "unexpected error: \(fullMessage(for: error))", failureType: .system)
         }
     }
 }
@@ -135,6 +140,7 @@ struct Read: ParsableCommand {
         let byName = Dictionary(discovered.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         let out = OutputSink()
         let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
+        if let state { reader.stateOrigin = "state file \(state)" }
         var changeStreams: [(ConfiguredStream, DiscoveredStream)] = []
         for cs in streams {
             guard let ds = byName[cs.id] else {

@@ -293,6 +293,19 @@ public struct ConnectionCheck {
         let m = e.message
         let lower = m.lowercased()
         func has(_ s: String) -> Bool { lower.contains(s) }
+        // The server's own verdict first: its SQLSTATE holds whatever else the text mentions.
+        switch e.sqlState {
+        case "3D000"?:
+            return Finding(step: .database, message: "\(m) (SQLSTATE 3D000). Check the name's spelling (names are case-sensitive) and that the database exists on this server.", setting: "database")
+        case "28P01"?:
+            return Finding(step: .authentication, message: m + " The username or password is wrong.", setting: "username / password")
+        case "42501"?:
+            return Finding(step: .permission, message: m, setting: "database", fix: "GRANT CONNECT ON DATABASE \(PGConnection.quoteIdentifier(config.database)) TO \(PGConnection.quoteIdentifier(config.username));")
+        case let state? where state.hasPrefix("57") || state.hasPrefix("53"):
+            return Finding(step: .connection, message: m + " The server is not accepting connections right now (starting up, shutting down or full); try again later.")
+        default:
+            break
+        }
         if has("could not translate host name") {
             return Finding(step: .nameResolution, message: m, setting: "host")
         }

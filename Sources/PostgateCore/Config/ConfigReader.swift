@@ -26,10 +26,20 @@ final class ObjectReader {
         .invalid(path: childPath(key), reason: "expected \(expected), found \(got.typeName)")
     }
 
+    /// The text of a string setting at `path`. Every string setting passes here: settings end up
+    /// in C strings (libpq, libssh2, OpenSSL), where a NUL byte would silently cut the value short.
+    static func text(_ v: JSONValue, path: String) throws(ConfigError) -> String? {
+        guard case .string(let s) = v else { return nil }
+        if s.utf8.contains(0) {
+            throw .invalid(path: path, reason: "contains a NUL character (\\u0000), which cannot be passed on; remove it")
+        }
+        return s
+    }
+
     /// A string; empty strings count as absent.
     func string(_ key: String) throws(ConfigError) -> String? {
         guard let v = raw(key) else { return nil }
-        guard case .string(let s) = v else { throw typeError(key, expected: "a string", got: v) }
+        guard let s = try Self.text(v, path: childPath(key)) else { throw typeError(key, expected: "a string", got: v) }
         return s.isEmpty ? nil : s
     }
 
@@ -42,7 +52,7 @@ final class ObjectReader {
 
     func secret(_ key: String) throws(ConfigError) -> Secret? {
         guard let v = raw(key) else { return nil }
-        guard case .string(let s) = v else { throw typeError(key, expected: "a string", got: v) }
+        guard let s = try Self.text(v, path: childPath(key)) else { throw typeError(key, expected: "a string", got: v) }
         return s.isEmpty ? nil : Secret(s)
     }
 
@@ -78,7 +88,7 @@ final class ObjectReader {
         guard case .array(let items) = v else { throw typeError(key, expected: "an array of strings", got: v) }
         var out: [String] = []
         for (k, item) in items.enumerated() {
-            guard case .string(let s) = item, !s.isEmpty else {
+            guard let s = try Self.text(item, path: "\(childPath(key))[\(k)]"), !s.isEmpty else {
                 throw .invalid(path: "\(childPath(key))[\(k)]", reason: "expected a non-empty string, found \(item.typeName)")
             }
             out.append(s)

@@ -16,16 +16,17 @@ public final class PGConnection {
         let keys = parameters.map(\.0)
         let values = parameters.map(\.1)
         let conn: OpaquePointer? = withCStringArray(keys) { k in
-            withCStringArray(values) { v in PQconnectdbParams(k, v, 0) }
+            withCStringArray(values) { v in PQconnectStartParams(k, v, 0) }
         }
         guard let conn else {
             throw PostgresError(kind: .client, message: "libpq could not allocate a connection (out of memory)")
         }
-        if PQstatus(conn) != CONNECTION_OK {
-            let message = String(cString: PQerrorMessage(conn)).trimmingSpaces()
+        let timeout = parameters.last { $0.0 == "connect_timeout" }.flatMap { Int($0.1) } ?? 0
+        if let failure = Self.complete(conn, timeoutSeconds: timeout) {
             PQfinish(conn)
-            throw PostgresError(kind: .connection, message: message)
+            throw failure
         }
+        PQsetErrorVerbosity(conn, PQERRORS_DEFAULT)
         handle = conn
         notices = NoticeSink(logger: logger)
         PQsetNoticeProcessor(conn, { arg, message in
@@ -35,6 +36,61 @@ public final class PGConnection {
     }
 
     deinit { PQfinish(handle) }
+
+    /// Drives a started connection to its end, as PQconnectdbParams would, but with verbose errors so
+    /// a failure carries the server's SQLSTATE (a missing database is 3D000 in any server language).
+    /// `timeoutSeconds` (libpq's connect_timeout, 0 for none) is counted afresh for each socket libpq
+    /// opens; when it runs out the connection fails (libpq's own loop would try a host's next address).
+    /// Returns the failure, or nil once connected.
+    static func complete(_ conn: OpaquePointer, timeoutSeconds: Int) -> PostgresError? {
+        PQsetErrorVerbosity(conn, PQERRORS_VERBOSE)
+        let timeout = timeoutSeconds <= 0 ? -1.0 : Double(max(2, timeoutSeconds)) // libpq's minimum is 2 s
+        var status = PGRES_POLLING_WRITING
+        var socket: Int32 = -2
+        var deadline = 0.0
+        while PQstatus(conn) != CONNECTION_BAD {
+            if status == PGRES_POLLING_OK { return nil }
+            if status == PGRES_POLLING_FAILED { break }
+            let fd = PQsocket(conn)
+            if fd < 0 { break }
+            if fd != socket {
+                socket = fd
+                deadline = monotonicSeconds() + timeout
+            }
+            var pfd = pollfd(fd: fd, events: Int16(status == PGRES_POLLING_READING ? POLLIN : POLLOUT), revents: 0)
+            let wait = timeout < 0 ? -1 : Int32(max(0, (deadline - monotonicSeconds()) * 1000))
+            let n = poll(&pfd, 1, wait)
+            if n < 0 && errno == EINTR { continue }
+            if n == 0 {
+                let sofar = String(cString: PQerrorMessage(conn)).trimmingSpaces()
+                return PostgresError(kind: .connection, message: (sofar.isEmpty ? "" : sofar + "\n") + "connection to server failed: timeout expired")
+            }
+            status = PQconnectPoll(conn)
+        }
+        return verboseFailure(String(cString: PQerrorMessage(conn)))
+    }
+
+    /// Splits a verbose libpq error into the default text and the first SQLSTATE: `FATAL:  3D000: database
+    /// "x" does not exist` becomes `FATAL:  database "x" does not exist`; LOCATION lines are dropped.
+    static func verboseFailure(_ text: String) -> PostgresError {
+        var sqlState: String?
+        var lines: [String] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: true) {
+            if line.hasPrefix("LOCATION:  ") { continue }
+            var l = String(line)
+            for severity in ["FATAL:  ", "ERROR:  ", "PANIC:  "] {
+                guard let r = l.range(of: severity) else { continue }
+                let code = l[r.upperBound...].prefix(7)
+                if code.count == 7, code.hasSuffix(": "), code.prefix(5).allSatisfy({ $0.isASCII && ($0.isNumber || $0.isUppercase) }) {
+                    if sqlState == nil { sqlState = String(code.prefix(5)) }
+                    l.removeSubrange(r.upperBound..<l.index(r.upperBound, offsetBy: 7))
+                }
+                break
+            }
+            lines.append(l)
+        }
+        return PostgresError(kind: .connection, sqlState: sqlState, message: lines.joined(separator: "\n").trimmingSpaces())
+    }
 
     /// Runs one statement with text parameters (`$1`, `$2`, ...) and returns its result.
     @discardableResult

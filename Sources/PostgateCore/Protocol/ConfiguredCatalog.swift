@@ -10,8 +10,16 @@ public struct ConfiguredStream: Sendable {
     public var destinationSyncMode: String?
     public var cursorField: [String]
     public var primaryKey: [[String]]
+    /// Where the stream was configured (catalog file and index), for messages; nil when made up.
+    public var location: CatalogLocation? = nil
 
     public var id: StreamID { StreamID(namespace: namespace, name: name) }
+}
+
+/// A stream's place in a catalog file.
+public struct CatalogLocation: Sendable {
+    public var file: String
+    public var index: Int
 }
 
 /// Errors in the catalog or state given to `read`; each names the JSON path.
@@ -58,7 +66,8 @@ public enum ConfiguredCatalog {
             }
             out.append(ConfiguredStream(
                 namespace: namespace, name: name, selectedColumns: columns, syncMode: mode,
-                destinationSyncMode: s["destination_sync_mode"]?.stringValue, cursorField: cursor, primaryKey: pk))
+                destinationSyncMode: s["destination_sync_mode"]?.stringValue, cursorField: cursor, primaryKey: pk,
+                location: CatalogLocation(file: file, index: i)))
         }
         return out
     }

@@ -18,6 +18,9 @@ public final class SnapshotReader {
         public var failureType: String { "config_error" }
     }
 
+    /// Where saved states come from, for messages (e.g. `state file s.json`).
+    public var stateOrigin = "the saved state"
+
     public init(conn: PGConnection, config: PostgateConfig, out: OutputSink, logger: Logger) {
         self.conn = conn
         self.config = config
@@ -130,6 +133,7 @@ public final class SnapshotReader {
             }
         case .incremental(.cursor(let c))?:
             if c.field == field {
+                try checkSavedCursor(c, ds, column: column)
                 try readOrdered(cs, ds, column: column, from: c)
                 return
             }
@@ -143,6 +147,18 @@ public final class SnapshotReader {
             try readChunks(cs, ds, info: info, from: 0, incremental: .cursor(max), xminLowerBound: nil, completion: .incremental(.cursor(max)))
         } else {
             try readOrdered(cs, ds, column: column, from: StreamState.Cursor(field: field, value: nil, recordCount: 0), initial: true)
+        }
+    }
+
+    /// Refuses a saved cursor value the column's type cannot take (state edited, or the column's
+    /// type changed), naming the state, stream, field and value, instead of failing in SQL.
+    private func checkSavedCursor(_ c: StreamState.Cursor, _ ds: DiscoveredStream, column: DiscoveredStream.Column) throws {
+        guard let value = c.value else { return }
+        do {
+            try conn.query("SELECT $1::\(column.type.declared)", [value])
+        } catch {
+            guard error.sqlState?.hasPrefix("22") == true else { throw error }
+            throw ReadError(message: "\(stateOrigin): stream \(ds.schema).\(ds.name): the saved value \(PGConnection.quoteLiteral(value)) of cursor field \"\(c.field)\" does not match the column's type \(column.type.declared) (\(error.message)). The state belongs to another column type or was edited; reset this stream's state (remove its entry, so the stream is read in full again)")
         }
     }
 
@@ -266,17 +282,7 @@ public final class SnapshotReader {
     /// The SELECT list and record encoder for the configured columns (plus a tracked cursor column).
     func makePlan(_ cs: ConfiguredStream, _ ds: DiscoveredStream, tracking: String?, dataSuffix: [UInt8] = []) throws -> Plan {
         let byName = Dictionary(ds.columns.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var chosen: [DiscoveredStream.Column] = []
-        if let selected = cs.selectedColumns {
-            for name in selected where !name.hasPrefix("_ab_cdc_") {
-                guard let col = byName[name] else {
-                    throw ReadError(message: "stream \(cs.id): column \"\(name)\" of the catalog does not exist in the relation (it may have been dropped or renamed; run discover again)")
-                }
-                chosen.append(col)
-            }
-        } else {
-            chosen = ds.columns
-        }
+        let chosen = try cs.checkedColumns(of: ds) ?? ds.columns
         var columns: [RecordEncoder.Column] = []
         var exprs: [String] = []
         for col in chosen {

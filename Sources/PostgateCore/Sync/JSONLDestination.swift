@@ -26,6 +26,8 @@ public final class JSONLDestination: SyncDestination {
     public var label: String { "jsonl:\(directory.path)" }
     static let stateFile = "_postgate_state.json"
 
+    /// Failures to create the directory or read its state are the setting's (`config_error`); failures
+    /// to write files later are local I/O (`system_error`).
     public init(directory: String, logger: Logger) throws {
         self.directory = URL(fileURLWithPath: directory, isDirectory: true)
         self.logger = logger
@@ -48,7 +50,7 @@ public final class JSONLDestination: SyncDestination {
             let path = self.directory.appendingPathComponent(file).path
             if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? UInt64, size > length {
                 guard Glibc.truncate(path, off_t(length)) == 0 else {
-                    throw SyncError.destination("cannot cut \(path) back to its committed length: \(String(cString: strerror(errno)))")
+                    throw SyncError.destinationFailed("cannot cut \(path) back to its committed length: \(String(cString: strerror(errno)))", .system)
                 }
                 logger.info("\(file): removed \(size - length) uncommitted bytes from an interrupted run")
             }
@@ -71,10 +73,10 @@ public final class JSONLDestination: SyncDestination {
         let p = path(file)
         if !FileManager.default.fileExists(atPath: p) {
             guard FileManager.default.createFile(atPath: p, contents: nil) else {
-                throw SyncError.destination("cannot create \(p)")
+                throw SyncError.destinationFailed("cannot create \(p)", .system)
             }
         }
-        guard let h = FileHandle(forWritingAtPath: p) else { throw SyncError.destination("cannot open \(p) for writing") }
+        guard let h = FileHandle(forWritingAtPath: p) else { throw SyncError.destinationFailed("cannot open \(p) for writing", .system) }
         let end = h.seekToEndOfFile()
         // A file this destination has not written before is committed as it stands.
         if lengths[file] == nil { lengths[file] = end }
@@ -95,7 +97,7 @@ public final class JSONLDestination: SyncDestination {
         guard let bytes = pending[file], !bytes.isEmpty else { return }
         let h = try handle(file)
         do { try h.write(contentsOf: bytes) } catch {
-            throw SyncError.destination("cannot write \(path(file)): \(error.localizedDescription)")
+            throw SyncError.destinationFailed("cannot write \(path(file)): \(error.localizedDescription)", .system)
         }
         pending[file] = []
     }
@@ -133,13 +135,13 @@ public final class JSONLDestination: SyncDestination {
     public func commit(states newStates: [(key: String, message: JSONValue)]) throws {
         for f in Array(pending.keys) { try write(f) }
         for (f, h) in handles {
-            do { try h.synchronize() } catch { throw SyncError.destination("cannot fsync \(path(f)): \(error.localizedDescription)") }
+            do { try h.synchronize() } catch { throw SyncError.destinationFailed("cannot fsync \(path(f)): \(error.localizedDescription)", .system) }
             lengths[f] = h.offsetInFile
         }
         for (from, to) in renames {
             handles[from] = nil
             guard rename(path(from), path(to)) == 0 else {
-                throw SyncError.destination("cannot rename \(path(from)) to \(path(to)): \(String(cString: strerror(errno)))")
+                throw SyncError.destinationFailed("cannot rename \(path(from)) to \(path(to)): \(String(cString: strerror(errno)))", .system)
             }
             lengths[from] = nil
         }
@@ -167,16 +169,16 @@ public final class JSONLDestination: SyncDestination {
     static func writeDurably(_ bytes: [UInt8], to path: String) throws {
         let tmp = path + ".tmp"
         let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        guard fd >= 0 else { throw SyncError.destination("cannot write \(tmp): \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw SyncError.destinationFailed("cannot write \(tmp): \(String(cString: strerror(errno)))", .system) }
         defer { close(fd) }
         var off = 0
         while off < bytes.count {
             let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + off, bytes.count - off) }
-            if n < 0 { if errno == EINTR { continue }; throw SyncError.destination("cannot write \(tmp): \(String(cString: strerror(errno)))") }
+            if n < 0 { if errno == EINTR { continue }; throw SyncError.destinationFailed("cannot write \(tmp): \(String(cString: strerror(errno)))", .system) }
             off += n
         }
         guard fsync(fd) == 0, rename(tmp, path) == 0 else {
-            throw SyncError.destination("cannot save \(path): \(String(cString: strerror(errno)))")
+            throw SyncError.destinationFailed("cannot save \(path): \(String(cString: strerror(errno)))", .system)
         }
     }
 

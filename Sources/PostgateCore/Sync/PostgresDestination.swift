@@ -56,7 +56,7 @@ public final class PostgresDestination: SyncDestination {
             try conn.query("CREATE SCHEMA IF NOT EXISTS _postgate")
             try conn.query("CREATE TABLE IF NOT EXISTS _postgate.state (key text PRIMARY KEY, message jsonb NOT NULL)")
         } catch let e {
-            throw SyncError.destination("PostgreSQL destination: \(e.description)")
+            throw SyncError.destination("PostgreSQL destination: \(e.description)", e)
         }
     }
 
@@ -68,7 +68,7 @@ public final class PostgresDestination: SyncDestination {
 
     func exec(_ what: String, _ sql: String, _ params: [String?] = []) throws -> PGResult {
         do { return try conn.query(sql, params) } catch let e {
-            throw SyncError.destination("PostgreSQL destination: \(what): \(e.description)")
+            throw SyncError.destination("PostgreSQL destination: \(what): \(e.description)", e)
         }
     }
 
@@ -200,7 +200,7 @@ public final class PostgresDestination: SyncDestination {
         do {
             _ = try e.data.withUnsafeBytes { try conn.copyIn("COPY \(e.table) (\(e.columns.map(Self.q).joined(separator: ", "))) FROM STDIN", data: $0) }
         } catch let err as PostgresError {
-            throw SyncError.destination("PostgreSQL destination: loading \(e.table): \(err.description)")
+            throw SyncError.destination("PostgreSQL destination: loading \(e.table): \(err.description)", err)
         }
     }
 
@@ -261,7 +261,7 @@ public final class PostgresDestination: SyncDestination {
         do {
             _ = try data.withUnsafeBytes { try conn.copyIn("COPY \(tmp) (\(names)) FROM STDIN", data: $0) }
         } catch let err as PostgresError {
-            throw SyncError.destination("PostgreSQL destination: batching \(s.id): \(err.description)")
+            throw SyncError.destination("PostgreSQL destination: batching \(s.id): \(err.description)", err)
         }
         let updatable = cols.filter { !s.primaryKey.contains($0.name) }
         let compared = updatable.filter { !$0.name.hasPrefix("_ab_cdc_") }

@@ -86,7 +86,8 @@ public final class SQLiteDestination: SyncDestination {
         } catch let e as SyncError {
             throw e
         } catch {
-            throw SyncError.destination("SQLite \(path): \(what()): \(Self.reason(error))")
+            // The file opened, so a failure now is local I/O (disk full, file removed) or unexpected.
+            throw SyncError.destinationFailed("SQLite \(path): \(what()): \(Self.reason(error))", .system)
         }
     }
 

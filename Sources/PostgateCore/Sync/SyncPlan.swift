@@ -79,6 +79,7 @@ public enum SyncPlan {
     }
 
     static func fromCatalog(_ cs: ConfiguredStream, _ ds: DiscoveredStream, config: PostgateConfig) throws -> SyncStream {
+        _ = try cs.checkedColumns(of: ds)
         var mode = SyncMode.fullRefresh
         if cs.syncMode == .incremental {
             switch config.replication {
@@ -169,13 +170,23 @@ public enum SyncPlan {
 /// Why a sync could not start or finish; every case names what to change.
 public enum SyncError: Error, UserFacingError, CustomStringConvertible {
     case plan(String)
+    /// The destination cannot be used as given (bad `--destination`, cannot open or log in).
     case destination(String)
+    /// The destination failed while syncing: `transient` when its server or connection went away,
+    /// otherwise a local I/O failure or an unexpected error (`system`).
+    case destinationFailed(String, FailureType)
     case stopped(String)
+
+    /// A PostgreSQL destination's error, typed by what went wrong.
+    static func destination(_ message: String, _ e: PostgresError) -> SyncError {
+        let type = e.failure
+        return type == .config ? .destination(message) : .destinationFailed(message, type)
+    }
 
     public var description: String {
         switch self {
         case .plan(let m): return m
-        case .destination(let m): return "destination: \(m)"
+        case .destination(let m), .destinationFailed(let m, _): return "destination: \(m)"
         case .stopped(let m): return m
         }
     }
@@ -183,8 +194,9 @@ public enum SyncError: Error, UserFacingError, CustomStringConvertible {
     public var userMessage: String { description }
     public var failureType: String {
         switch self {
-        case .plan, .destination: return "config_error"
-        case .stopped: return "system_error"
+        case .plan, .destination: return FailureType.config.rawValue
+        case .destinationFailed(_, let type): return type.rawValue
+        case .stopped: return FailureType.system.rawValue
         }
     }
 }

@@ -39,15 +39,48 @@ public enum HostKeyPolicy: Sendable {
         throw .local(reason: "setting `tunnel_method.tunnel_host_key` is neither a known_hosts line (`host keytype base64`) nor a `SHA256:` fingerprint")
     }
 
-    /// Host-key algorithms to offer, the pinned type first so the server presents that key.
-    var algorithmPreference: String {
-        var all = ["ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
+    /// Host-key algorithms Postgate offers, strongest first, and the key type each negotiates.
+    /// RSA keys are signed with SHA-2 (RFC 8332); `ssh-rsa` (SHA-1) is kept last for old bastions.
+    static let algorithms: [(name: String, keyType: String)] = [
+        ("ssh-ed25519", "ssh-ed25519"), ("ecdsa-sha2-nistp256", "ecdsa-sha2-nistp256"), ("ecdsa-sha2-nistp384", "ecdsa-sha2-nistp384"),
+        ("ecdsa-sha2-nistp521", "ecdsa-sha2-nistp521"), ("rsa-sha2-512", "ssh-rsa"), ("rsa-sha2-256", "ssh-rsa"), ("ssh-rsa", "ssh-rsa"),
+    ]
+
+    /// Host-key algorithms to offer, the pinned key's type first so the server presents that key,
+    /// leaving out keys of the `excluded` types (already seen and refused). Nil when none is left.
+    func algorithmPreference(excluding excluded: Set<String> = []) -> String? {
+        var all = Self.algorithms.filter { !excluded.contains($0.keyType) }
         if case .pinnedKey(let type, _) = self {
-            let names = type == "ssh-rsa" ? ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] : [type]
-            all.removeAll { names.contains($0) }
-            all = names + all
+            let keyType = Self.algorithms.first { $0.name == type }?.keyType ?? type
+            all = all.filter { $0.keyType == keyType } + all.filter { $0.keyType != keyType }
         }
-        return all.joined(separator: ",")
+        return all.isEmpty ? nil : all.map(\.name).joined(separator: ",")
+    }
+
+    /// Whether another handshake could still find the pinned key after `key` was presented: only a
+    /// fingerprint pin leaves the key's type open; a known_hosts pin already asked for its type first.
+    var retriesOtherKeyTypes: Bool {
+        if case .pinnedFingerprint = self { return true }
+        return false
+    }
+
+    /// The refusal after the bastion presented only the `observed` keys, none of them the pinned one.
+    func mismatch(observed: [ObservedHostKey]) -> TunnelError {
+        let seen = observed.map { "\($0.fingerprint) (\($0.type))" }.joined(separator: ", ")
+        switch self {
+        case .pinnedFingerprint(let fp): return .hostKeyMismatch(expected: fp, observed: seen)
+        case .pinnedKey(let type, let blob): return .hostKeyMismatch(expected: "\(Digests.openSSHFingerprint(blob)) (\(type))", observed: seen)
+        case .warnUnpinned: return .hostKeyMismatch(expected: "any", observed: seen)
+        }
+    }
+
+    /// Whether `key` is the pinned one (always true without a pin).
+    func accepts(_ key: ObservedHostKey) -> Bool {
+        switch self {
+        case .pinnedFingerprint(let fp): return fp == key.fingerprint
+        case .pinnedKey(_, let blob): return blob == key.blob
+        case .warnUnpinned: return true
+        }
     }
 
     /// Accepts or refuses the observed key.

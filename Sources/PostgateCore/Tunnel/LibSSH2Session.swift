@@ -1,4 +1,5 @@
 import CLibSSH2
+import CTunnelCipher
 import Foundation
 import Logging
 #if canImport(Glibc)
@@ -34,7 +35,11 @@ func monotonicSeconds() -> Double {
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }
 
-private let libssh2Initialised: Bool = { libssh2_init(0) == 0 }()
+private let libssh2Initialised: Bool = {
+    // Teaches libssh2 1.10 the RSA SHA-2 host-key algorithms before any session (see tunnel_hostkey.h).
+    _ = postgate_hostkey_install_rsa_sha2()
+    return libssh2_init(0) == 0
+}()
 
 /// Owns one libssh2 session and its TCP socket; disconnects and frees both when released.
 final class LibSSH2Session {
@@ -55,7 +60,11 @@ final class LibSSH2Session {
         socket = fd
         libssh2_session_set_timeout(s, timeoutSeconds * 1000)
         libssh2_session_callback_set(s, LIBSSH2_CALLBACK_RECV, unsafeBitCast(recvCallback, to: UnsafeMutableRawPointer.self))
-        _ = libssh2_session_method_pref(s, LIBSSH2_METHOD_HOSTKEY, hostKeyAlgorithms)
+        // libssh2 drops names it does not know and fails only when none is left.
+        guard libssh2_session_method_pref(s, LIBSSH2_METHOD_HOSTKEY, hostKeyAlgorithms) == 0 else {
+            // deinit frees the session and closes the socket.
+            throw .local(reason: "libssh2 supports none of the host-key algorithms \(hostKeyAlgorithms): \(lastError())")
+        }
         // libssh2 1.10 runs its cipher one 16-byte block per call, so the cipher's own cost matters:
         // AES-128 has 10 rounds against AES-256's 14. All three are in OpenSSH's default set.
         for method in [LIBSSH2_METHOD_CRYPT_CS, LIBSSH2_METHOD_CRYPT_SC] {

@@ -34,8 +34,7 @@ public final class SSHTunnel: @unchecked Sendable {
                             connectTimeout: Int = 15) throws(TunnelError) -> SSHTunnel {
         let policy = try HostKeyPolicy(setting: settings.hostKey)
         let bastion = "\(settings.user)@\(settings.host):\(settings.port)"
-        let session = try LibSSH2Session(host: settings.host, port: settings.port, hostKeyAlgorithms: policy.algorithmPreference, timeoutSeconds: connectTimeout)
-        guard let key = session.hostKey() else { throw .handshake(reason: "the bastion presented no host key") }
+        let (session, key) = try handshake(settings, policy: policy, connectTimeout: connectTimeout)
         try policy.verify(key, bastion: bastion, logger: logger)
         switch settings.authentication {
         case .password(let pw):
@@ -46,8 +45,35 @@ public final class SSHTunnel: @unchecked Sendable {
             try session.authenticateKey(user: settings.user, key: userKey)
         }
         logger.info("SSH tunnel: authenticated to bastion \(bastion) (host key \(key.type) \(key.fingerprint))")
+        logger.debug("SSH tunnel: RSA SHA-2 host keys \(["unavailable (libssh2's table not as expected)", "added to libssh2", "native in libssh2"][Int(postgate_hostkey_install_rsa_sha2())])")
         logger.debug("SSH tunnel: AES-CTR keystream \(postgate_tunnel_cipher_active() == 1 ? "made in bulk" : "made per block by libcrypto (bulk cipher not in effect)")")
         return try SSHTunnel(session: session, bastion: bastion, hostKey: key, targetHost: targetHost, targetPort: targetPort, logger: logger)
+    }
+
+    /// Connects and completes the SSH handshake, asking for the pinned key's type first. A server
+    /// presents one host key per handshake, so for a fingerprint pin (type unknown) each further
+    /// handshake leaves out the key types already presented, until the pinned key or none is left.
+    static func handshake(_ settings: SSHTunnelSettings, policy: HostKeyPolicy, connectTimeout: Int) throws(TunnelError) -> (LibSSH2Session, ObservedHostKey) {
+        var observed: [ObservedHostKey] = []
+        while let algorithms = policy.algorithmPreference(excluding: Set(observed.map(\.type))) {
+            let session: LibSSH2Session
+            do {
+                session = try LibSSH2Session(host: settings.host, port: settings.port, hostKeyAlgorithms: algorithms, timeoutSeconds: connectTimeout)
+            } catch {
+                // After a refused key, failing to negotiate means no host-key algorithm is left in
+                // common (or libssh2 knows none of those left): the bastion has no other key to offer.
+                var negotiation = false
+                if case .handshake = error { negotiation = true }
+                if case .local = error { negotiation = true }
+                guard negotiation, !observed.isEmpty else { throw error }
+                break
+            }
+            guard let key = session.hostKey() else { throw .handshake(reason: "the bastion presented no host key") }
+            if policy.accepts(key) { return (session, key) }
+            observed.append(key)
+            if !policy.retriesOtherKeyTypes { break }
+        }
+        throw policy.mismatch(observed: observed)
     }
 
     private init(session: LibSSH2Session, bastion: String, hostKey: ObservedHostKey, targetHost: String, targetPort: Int, logger: Logger) throws(TunnelError) {

@@ -58,6 +58,37 @@ import Testing
         #expect(message.contains("does not match the pinned one") && message.contains(wrong) && message.contains(lab["SSH_HOST_KEY_FINGERPRINT"]), "\(message)")
     }
 
+    /// Every host key of the bastion (`ssh_host_*_key.pub` in the lab), pinned as a known_hosts line
+    /// and as a fingerprint, is negotiated and accepted: RSA needs rsa-sha2-* (OpenSSH 8.8+ no longer
+    /// offers ssh-rsa), which libssh2 1.10 lacks on its own. Other keys of the same types are refused.
+    @Test func everyHostKeyOfTheBastionCanBePinned() throws {
+        let lab = try Lab.load()
+        let dir = lab["POSTGATE_LAB_DIR"] + "/ssh"
+        let pubs = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasPrefix("ssh_host_") && $0.hasSuffix("_key.pub") }.sorted()
+        #expect(pubs.count >= 2 && pubs.contains("ssh_host_rsa_key.pub"), "\(pubs)")
+        func pinned(_ pin: String) throws -> (status: String, message: String) {
+            var c = lab.tunnelConfig(.ed25519)
+            if case .object(var t)? = c["tunnel_method"] { t["tunnel_host_key"] = .string(pin); c["tunnel_method"] = .object(t) }
+            let r = try check(c)
+            return (r.status, r.message)
+        }
+        for pub in pubs {
+            let fields = try String(contentsOfFile: "\(dir)/\(pub)", encoding: .utf8).split(separator: " ").map(String.init)
+            let type = fields[0]
+            let fingerprint = Digests.openSSHFingerprint(Array(Data(base64Encoded: fields[1])!))
+            for pin in ["\(lab["SSH_HOST"]) \(type) \(fields[1])", fingerprint] {
+                let (status, message) = try pinned(pin)
+                #expect(status == "SUCCEEDED" && message.contains("host key \(type) \(fingerprint) matches the pinned key"), "\(pub) pinned as \(pin.prefix(30)): \(message)")
+            }
+        }
+        // A different RSA key (a user key of the lab) in a known_hosts line, and an unknown fingerprint.
+        let other = try String(contentsOfFile: lab["SSH_KEY_RSA_OPENSSH"] + ".pub", encoding: .utf8).split(separator: " ").map(String.init)
+        for pin in ["\(lab["SSH_HOST"]) ssh-rsa \(other[1])", "SHA256:BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"] {
+            let (status, message) = try pinned(pin)
+            #expect(status == "FAILED" && message.contains("does not match the pinned one"), "\(message)")
+        }
+    }
+
     @Test func failuresNameTheirCause() throws {
         let lab = try Lab.load()
         func tunnel(_ c: inout JSONObject, _ edit: (inout JSONObject) -> Void) {
