@@ -157,7 +157,10 @@ public final class CDCReader {
                 }
                 if lostSince == nil {
                     // What went out after the last state is rolled back, then read again from that state.
-                    if emittedSinceState { try out.emit(["type": "POSTGATE_ROLLBACK"]) }
+                    if emittedSinceState {
+                        log(.info, "CDC: what was applied after the last state (\(lastEmitted.lsn)) is rolled back and read again")
+                        try out.emit(["type": "POSTGATE_ROLLBACK"])
+                    }
                     emittedSinceState = false
                     current = lastEmitted
                 }
