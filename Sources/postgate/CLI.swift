@@ -66,6 +66,8 @@ enum CLI {
 
     static func emitTrace(message: String, failureType: String) {
         let out = OutputSink()
+        // A record cut short by the failure does not swallow the error message.
+        if OutputSink.stdoutHasOpenLine { try? out.append { $0.append(0x0a) } }
         try? out.emit(AirbyteMessage.traceError(message: message, internalMessage: nil, failureType: failureType))
         try? out.flush()
     }

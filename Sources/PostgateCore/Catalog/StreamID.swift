@@ -25,9 +25,19 @@ public struct StreamID: Hashable, Comparable, Sendable, CustomStringConvertible 
         return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 
-    /// Parses `description`. A plain `a.b.c` (written by versions before the quoted form) is
-    /// split at its first dot, as those versions read it.
+    /// Parses `description`. Text that is not in that form (written by versions before the quoted
+    /// form, such as `a.b.c` or `"x.y`) is split at its first dot, as those versions read it.
     public init?(parsing text: String) {
+        if let id = Self.parseQuoted(text) {
+            self = id
+        } else if let dot = text.firstIndex(of: "."), dot != text.startIndex, text.index(after: dot) != text.endIndex {
+            self.init(namespace: String(text[..<dot]), name: String(text[text.index(after: dot)...]))
+        } else {
+            return nil
+        }
+    }
+
+    private static func parseQuoted(_ text: String) -> StreamID? {
         var parts: [String] = []
         var i = text.startIndex
         while i <= text.endIndex {
@@ -64,6 +74,6 @@ public struct StreamID: Hashable, Comparable, Sendable, CustomStringConvertible 
             i = text.index(after: i)
         }
         guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { return nil }
-        self.init(namespace: parts[0], name: parts[1])
+        return StreamID(namespace: parts[0], name: parts[1])
     }
 }

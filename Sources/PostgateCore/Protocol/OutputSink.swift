@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -26,6 +27,7 @@ public final class OutputSink {
         buffer.spill = { [spilled] bytes in
             guard spilled.error == nil else { return }
             if let e = OutputSink.writeAll(fd, bytes) { spilled.error = e }
+            OutputSink.noteLineEnd(fd, bytes)
         }
         storage.initialize(to: buffer)
     }
@@ -35,6 +37,9 @@ public final class OutputSink {
         storage.pointee.deallocate()
         storage.deallocate()
     }
+
+    /// The buffer's size now (it grows only while an encoding holds the spill).
+    var bufferCapacity: Int { storage.pointee.capacity }
 
     /// Appends one message (already JSON) and a newline.
     public func emit(_ message: JSONWriter) throws {
@@ -65,6 +70,18 @@ public final class OutputSink {
         defer { storage.pointee.removeAll() }
         if let e = spilled.error { throw WriteError(errno: e) }
         if let e = Self.writeAll(fd, storage.pointee.bytes) { throw WriteError(errno: e) }
+        Self.noteLineEnd(fd, storage.pointee.bytes)
+    }
+
+    private static let stdoutLineOpen = Atomic<Bool>(false)
+
+    /// True when stdout ends inside a record (part of it was spilled before a failure): a message
+    /// written now must start on a line of its own.
+    public static var stdoutHasOpenLine: Bool { stdoutLineOpen.load(ordering: .relaxed) }
+
+    private static func noteLineEnd(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) {
+        guard fd == 1, let last = bytes.last else { return }
+        stdoutLineOpen.store(last != 0x0a, ordering: .relaxed)
     }
 
     /// Writes every byte; returns errno on failure.

@@ -69,7 +69,11 @@ public final class CDCReader {
         }
         let slotName = cdc.replicationSlot
         try ensureReplicaIdentity(all, conn: conn)
-        let slotQuery = "SELECT confirmed_flush_lsn::text AS c, plugin, database, pg_current_wal_lsn()::text AS w FROM pg_catalog.pg_replication_slots WHERE slot_name = $1"
+        let slotQuery = """
+            SELECT confirmed_flush_lsn::text AS c, plugin, database,
+                   (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS w
+            FROM pg_catalog.pg_replication_slots WHERE slot_name = $1
+            """
         var slot = try conn.query(slotQuery, [slotName])
         if slot.rowCount == 0 && cdc.createSlot && state == nil {
             // The slot's exported snapshot is exactly its start: no filter is needed.
@@ -150,7 +154,11 @@ public final class CDCReader {
                 }
                 return
             } catch {
-                guard follow, commitFeedback != nil, Self.isServerLoss(error), !stopRequested() else { throw error }
+                // Reconnecting, the old walsender may still hold the slot until it notices (55006).
+                let retryable = Self.isServerLoss(error) || (lostSince != nil && (error as? PostgresError)?.sqlState == "55006")
+                guard follow, commitFeedback != nil, retryable else { throw error }
+                // Asked to stop: what was handed over is committed by the destination; the next run resumes.
+                if stopRequested() { return }
                 let since = lostSince ?? Date()
                 guard Date().timeIntervalSince(since) < reconnectLimit else {
                     throw CDCError.serverLost(seconds: Int(reconnectLimit), last: "\(error)")
@@ -160,6 +168,7 @@ public final class CDCReader {
                     if emittedSinceState {
                         log(.info, "CDC: what was applied after the last state (\(lastEmitted.lsn)) is rolled back and read again")
                         try out.emit(["type": "POSTGATE_ROLLBACK"])
+                        try out.flush()
                     }
                     emittedSinceState = false
                     current = lastEmitted
@@ -196,7 +205,7 @@ public final class CDCReader {
         let proto = repl.serverVersion >= 140_000 ? 2 : 1
         try repl.startCopyBoth("START_REPLICATION SLOT \(PGConnection.quoteIdentifier(cdc.replicationSlot)) LOGICAL \(start) (\"proto_version\" '\(proto)', \"publication_names\" \(publication), \"messages\" 'true')")
         defer { repl.endCopyBoth() }
-        connected()
+        var heard = false
         // The previous run's state was durably taken by then (checked against the server's WAL
         // before starting): confirm it so the slot can release WAL.
         // After a reconnect, the start may not be committed yet: confirm only what the destination has.
@@ -233,6 +242,11 @@ public final class CDCReader {
 
         while !done {
             let got = try repl.receiveCopyData(timeout: follow ? 0.2 : 1.0) { bytes in
+                // The stream counts as back once the server sends something, not when it accepts the command.
+                if !heard {
+                    heard = true
+                    connected()
+                }
                 switch try ReplicationFrame.decode(bytes) {
                 case .keepalive(let walEnd, _, let reply):
                     position.receive(walEnd)

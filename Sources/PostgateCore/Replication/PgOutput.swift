@@ -196,8 +196,8 @@ public enum ReplicationFrame: Sendable, Equatable {
         }
     }
 
-    /// A Standby Status Update: `written` is what was received (the server waits for it before a
-    /// shutdown completes), `flushed` what was durably taken (the slot's confirmed position).
+    /// A Standby Status Update: `written` is what was received, `flushed` what was durably taken
+    /// (the slot's confirmed position; a walsender shutting down waits for it to reach its end).
     public static func standbyStatus(written: LSN, flushed: LSN, now: Date = Date(), replyRequested: Bool = false) -> [UInt8] {
         var out: [UInt8] = [UInt8(ascii: "r")]
         func put(_ v: UInt64) { for k in (0..<8).reversed() { out.append(UInt8(truncatingIfNeeded: v >> (UInt64(k) * 8))) } }

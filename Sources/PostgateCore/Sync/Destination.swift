@@ -39,7 +39,8 @@ public protocol SyncDestination: AnyObject {
     func merge(_ s: SyncStream, _ r: SyncRecord) throws -> ApplyOutcome
     /// Removes every row of the stream (a TRUNCATE at the source); returns how many.
     func truncate(_ s: SyncStream) throws -> Int
-    /// Stores the given STATE messages and commits everything applied since the last commit.
+    /// Stores the given STATE messages (a `null` message removes its key) and commits everything
+    /// applied since the last commit.
     func commit(states: [(key: String, message: JSONValue)]) throws
     /// Abandons uncommitted work.
     func rollback()

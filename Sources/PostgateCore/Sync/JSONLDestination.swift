@@ -78,13 +78,18 @@ public final class JSONLDestination: SyncDestination {
         }
         guard let h = FileHandle(forWritingAtPath: p) else { throw SyncError.destinationFailed("cannot open \(p) for writing", .system) }
         let end = h.seekToEndOfFile()
-        // A file this destination has not written before is committed as it stands.
-        if lengths[file] == nil { lengths[file] = end }
+        // A file this destination has not written before is committed as it stands; one that is
+        // shorter than its committed length (replaced by a consumer) is taken as it is now.
+        lengths[file] = min(lengths[file] ?? end, end)
         handles[file] = h
         return h
     }
 
+    /// Set when a rollback could not be carried out; every later write fails with it.
+    var broken: SyncError?
+
     func append(_ file: String, _ line: JSONValue) throws {
+        if let broken { throw broken }
         var w = JSONWriter()
         w.value(line)
         w.raw(0x0a)
@@ -133,6 +138,7 @@ public final class JSONLDestination: SyncDestination {
     }
 
     public func commit(states newStates: [(key: String, message: JSONValue)]) throws {
+        if let broken { throw broken }
         for f in Array(pending.keys) { try write(f) }
         for (f, h) in handles {
             do { try h.synchronize() } catch { throw SyncError.destinationFailed("cannot fsync \(path(f)): \(error.localizedDescription)", .system) }
@@ -146,7 +152,7 @@ public final class JSONLDestination: SyncDestination {
             lengths[from] = nil
         }
         renames = []
-        for (k, m) in newStates { states[k] = m }
+        for (k, m) in newStates { states[k] = m == .null ? nil : m }
         let doc: JSONValue = ["states": .object(JSONObject(states.keys.sorted().map { ($0, states[$0]!) })),
                               "files": .object(JSONObject(lengths.keys.sorted().map { ($0, .number(String(lengths[$0]!))) }))]
         var w = JSONWriter()
@@ -161,7 +167,12 @@ public final class JSONLDestination: SyncDestination {
         // Bytes written since the last commit are cut off, so the files end at their committed length.
         for (f, h) in handles {
             let length = lengths[f] ?? 0
-            try? h.truncate(atOffset: length)
+            do {
+                if try h.seekToEnd() > length { try h.truncate(atOffset: length) } else { try h.seek(toOffset: length) }
+            } catch {
+                // Lines that cannot be taken back must not be followed by more: the next write fails.
+                broken = SyncError.destinationFailed("cannot cut \(path(f)) back to its committed length (\(error.localizedDescription)); rerun to resume from the last commit", .system)
+            }
         }
     }
 

@@ -352,7 +352,11 @@ public final class PostgresDestination: SyncDestination {
         try begin()
         try flushAll()
         for (k, m) in states {
-            _ = try exec("saving state", "INSERT INTO _postgate.state (key, message) VALUES ($1, $2::jsonb) ON CONFLICT (key) DO UPDATE SET message = excluded.message", [k, m.jsonText])
+            if m == .null {
+                _ = try exec("saving state", "DELETE FROM _postgate.state WHERE key = $1", [k])
+            } else {
+                _ = try exec("saving state", "INSERT INTO _postgate.state (key, message) VALUES ($1, $2::jsonb) ON CONFLICT (key) DO UPDATE SET message = excluded.message", [k, m.jsonText])
+            }
         }
         try commitTransaction()
     }

@@ -276,7 +276,13 @@ public final class SQLiteDestination: SyncDestination {
         try run("committing") { db in
             try begin(db)
             let st = try db.cachedStatement(sql: "INSERT OR REPLACE INTO \(Self.q(DestinationNaming.stateTable)) (key, message) VALUES (?, ?)")
-            for (k, m) in states { try st.execute(arguments: [k, m.jsonText]) }
+            for (k, m) in states {
+                if m == .null {
+                    try db.execute(sql: "DELETE FROM \(Self.q(DestinationNaming.stateTable)) WHERE key = ?", arguments: [k])
+                } else {
+                    try st.execute(arguments: [k, m.jsonText])
+                }
+            }
             try db.execute(sql: "COMMIT")
             inTransaction = false
         }

@@ -59,13 +59,14 @@ public final class SyncEngine {
         let factory = try ConnectionFactory(config: config, logger: logger)
         defer { factory.close() }
         do {
-            return try run(destination: destination, states: states, cdcState: cdcState, factory: factory)
+            return try run(destination: destination, states: states, cdcState: cdcState, origin: origin, factory: factory)
         } catch {
             throw factory.translate(error)
         }
     }
 
-    private func run(destination: SyncDestination, states: [StreamID: StreamState], cdcState: CDCState?, factory: ConnectionFactory) throws -> SyncProgress {
+    private func run(destination: SyncDestination, states: [StreamID: StreamState], cdcState: CDCState?, origin: String,
+                     factory: ConnectionFactory) throws -> SyncProgress {
         let conn = try factory.connect()
         let schemas = options.catalog.map { Array(Set($0.map(\.namespace))).sorted() } ?? config.schemas
         let discovered = try Discovery.discover(conn, schemas: schemas)
@@ -115,7 +116,7 @@ public final class SyncEngine {
                 cdcReader.emitTruncateEvents = true
                 // sync owns durability: the slot is confirmed only up to what the destination committed.
                 cdcReader.commitFeedback = applier
-                cdcReader.stateOrigin = "the saved state of \(destination.label)"
+                cdcReader.stateOrigin = origin
                 if cdc.lsnCommitBehaviour == .whileReadingData {
                     logger.info("replication_method.lsn_commit_behaviour \"While reading Data\" is ignored by sync: it confirms positions to the slot only once the destination has committed them")
                 }
@@ -300,16 +301,21 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
             guard let st = m["state"] else { return }
             var key = "global"
             var lsn: LSN?
+            var entries: [(key: String, message: JSONValue)] = []
             if st["type"]?.stringValue == "STREAM" {
                 guard let desc = st["stream"]?["stream_descriptor"], let s = stream(desc) else { return }
                 key = "stream:\(s.id)"
+                // Earlier versions keyed this stream by its joined name; that row goes, so it cannot shadow this one.
+                let joined = "stream:\(s.namespace).\(s.name)"
+                if joined != key { entries.append((joined, .null)) }
                 if s.mode == .fullRefresh, st["stream"]?["stream_state"]?["state_type"]?.stringValue == "full_refresh" {
                     try destination.finishFullRefresh(s)
                 }
             } else if let text = st["global"]?["shared_state"]?["lsn"]?.stringValue {
                 lsn = LSN(text)
             }
-            try destination.commit(states: [(key, m)])
+            entries.append((key, m))
+            try destination.commit(states: entries)
             absorbBatchedOutcomes()
             committed[key] = m
             if let stateFile { try mirror(to: stateFile) }

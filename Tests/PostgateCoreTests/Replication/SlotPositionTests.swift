@@ -27,11 +27,11 @@ import Testing
         #expect(throws: CDCError.self) {
             try SlotPosition.checkResume(state: LSN(0xFF_0000_0000), origin: "state file s.json", slotConfirmed: LSN(10), serverWritten: LSN(20), slot: "sl")
         }
-        do {
+        let e = #expect(throws: CDCError.self) {
             try SlotPosition.checkResume(state: LSN(0xFF_0000_0000), origin: "state file s.json", slotConfirmed: LSN(10), serverWritten: LSN(0x2A), slot: "sl")
-        } catch {
-            #expect(error.description.contains("FF/0") && error.description.contains("0/2A") && error.description.contains("state file s.json"))
         }
+        let text = e?.description ?? ""
+        #expect(text.contains("FF/0") && text.contains("0/2A") && text.contains("state file s.json"), "\(text)")
         #expect(throws: CDCError.self) {
             try SlotPosition.checkResume(state: nil, origin: "x", slotConfirmed: LSN(30), serverWritten: LSN(20), slot: "sl")
         }

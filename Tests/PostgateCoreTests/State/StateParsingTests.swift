@@ -89,6 +89,6 @@ import Testing
     @Test func theUnquotedFormOfEarlierVersionsSplitsAtTheFirstDot() {
         #expect(StreamID(parsing: "a.b.c") == StreamID(namespace: "a", name: "b.c"))
         #expect(StreamID(parsing: "nodot") == nil)
-        #expect(StreamID(parsing: #""open.c"#) == nil)
+        #expect(StreamID(parsing: #""open.c"#) == StreamID(namespace: "\"open", name: "c"))
     }
 }
