@@ -26,9 +26,10 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     return 0
 }
 
-/// Known, pending fix: `CDCState.parse` traps on a negative `xmin`, `xmax` or `xip` in a snapshot
-/// filter (its rewrite adds range checks). Such inputs are skipped unless FUZZ_KNOWN_TRAPS=1;
-/// drop this filter once the rewrite lands. The crash inputs are kept in Fuzz/crashes/FuzzCDCState.
+/// Known, pending the parser's rewrite (range checks): `CDCState.parse` traps on a negative `xmin`
+/// or `xmax` in a snapshot filter, and turns a negative `xip` entry into a huge xid that the state it
+/// writes then loses. Such inputs are skipped unless FUZZ_KNOWN_TRAPS=1; drop this filter once the
+/// rewrite lands. The inputs are kept in Fuzz/crashes/FuzzCDCState.
 let skipKnownTraps = ProcessInfo.processInfo.environment["FUZZ_KNOWN_TRAPS"] != "1"
 
 /// Whether any JSON document in `input` (whole, or one per line) has a negative number under a
