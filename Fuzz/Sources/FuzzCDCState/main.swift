@@ -7,7 +7,8 @@ import PostgateCore
 @_cdecl("LLVMFuzzerTestOneInput")
 func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let input = inputBytes(data, size)
-    if skipKnownTraps && hitsKnownTrap(input) { return 0 }
+    // Every known trap needs a minus sign; checking for one first spares most inputs a second parse.
+    if skipKnownTraps && input.contains(UInt8(ascii: "-")) && hitsKnownTrap(input) { return 0 }
     let state: CDCState?
     do {
         state = try CDCState.parse(input, file: "state.json")
