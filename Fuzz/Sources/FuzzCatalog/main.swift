@@ -10,7 +10,7 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     do {
         let streams = try ConfiguredCatalog.parse(json, file: "catalog.json")
         require(streams.count == json["streams"]?.arrayValue?.count, "\(streams.count) streams from \(json.jsonText)")
-        for s in streams { require(!s.name.isEmpty && !s.namespace.isEmpty, "stream \(s.label) lacks a name or namespace") }
+        for s in streams { require(!s.name.isEmpty && !s.namespace.isEmpty, "stream \(s.id) lacks a name or namespace") }
     } catch {
         _ = error.description
     }

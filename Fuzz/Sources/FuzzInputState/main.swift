@@ -6,7 +6,7 @@ import PostgateCore
 @_cdecl("LLVMFuzzerTestOneInput")
 func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let input = inputBytes(data, size)
-    let states: [String: StreamState]
+    let states: [StreamID: StreamState]
     do {
         states = try InputState.parse(input, file: "state.json")
     } catch {
@@ -15,7 +15,7 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     }
     for (stream, state) in states {
         do {
-            let again = try StreamState.parse(state.json, file: "state.json", path: stream)
+            let again = try StreamState.parse(state.json, file: "state.json", path: "\(stream)")
             require(again == state, "state of \(stream) \(state) reads back from \(state.json.jsonText) as \(again)")
         } catch {
             require(false, "state of \(stream) \(state) is rejected when read back from \(state.json.jsonText): \(error)")

@@ -23,7 +23,7 @@ func testOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
         require(encoder.bytes.count == input.count, "XLogData payload is not the rest of the message")
         _ = ReplicationFrame.isoTimestamp(sendTime)
         _ = try? PgOutputDecoder.decode(payload)
-        require(ReplicationFrame.standbyStatus(flushed: start).count == 34, "standby status update is not 34 bytes")
+        require(ReplicationFrame.standbyStatus(written: start, flushed: start).count == 34, "standby status update is not 34 bytes")
     case .keepalive(let walEnd, let sendTime, _):
         _ = ReplicationFrame.isoTimestamp(sendTime)
         _ = walEnd.description
