@@ -89,7 +89,18 @@ final class PrivateCDC {
         try admin.query("SELECT pg_create_logical_replication_slot('\(slot)', 'pgoutput')")
     }
 
+    /// A private directory for the test's destination, removed with the fixture.
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postgate-follow-\(UUID().uuidString)").path
+
+    deinit { try? FileManager.default.removeItem(atPath: dir) }
+
     func reconnect() throws -> PGConnection { try server.connection() }
+
+    /// Starts `sync --follow` of this server into `destination` (a path in `dir` is expected).
+    func follow(_ destination: String) throws -> BackgroundSync {
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        return try BackgroundSync(config: try CLI.writeConfig(config), destination: destination, extra: ["--follow"])
+    }
 
     var config: JSONObject { server.cdcConfig(schema: schema, slot: slot, publication: publication) }
 
@@ -122,11 +133,8 @@ final class PrivateCDC {
     @Test func anIdleFollowReleasesWALWrittenToUnpublishedTables() throws {
         let p = try PrivateCDC()
         try p.admin.query("INSERT INTO app.a VALUES (1, 'one')")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postgate-idle-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let db = dir + "/d.db"
-        let bg = try BackgroundSync(config: try CLI.writeConfig(p.config), destination: "sqlite:" + db, extra: ["--follow"])
+        let db = p.dir + "/d.db"
+        let bg = try p.follow("sqlite:" + db)
         #expect(eventually(30) { PrivateCDC.destRows(db) == ["1|one"] })
 
         // 256 MB and more of WAL for a table the publication does not hold.
@@ -155,11 +163,8 @@ final class PrivateCDC {
     @Test func aFastStopWhileFollowingIsQuickAndTheFollowReconnectsAfterTheRestart() throws {
         let p = try PrivateCDC()
         try p.admin.query("INSERT INTO app.a VALUES (1, 'one')")
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postgate-restart-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let db = dir + "/d.db"
-        let bg = try BackgroundSync(config: try CLI.writeConfig(p.config), destination: "sqlite:" + db, extra: ["--follow"])
+        let db = p.dir + "/d.db"
+        let bg = try p.follow("sqlite:" + db)
         #expect(eventually(30) { PrivateCDC.destRows(db) == ["1|one"] })
         try p.admin.query("INSERT INTO app.a SELECT g, 'v' || g FROM generate_series(2, 2000) g")
         #expect(eventually(30) { PrivateCDC.destRows(db).count == 2000 })
@@ -189,11 +194,8 @@ final class PrivateCDC {
     /// destination got after its last state is rolled back and read again, so no change lands twice.
     @Test func aCrashMidStreamIsRolledBackAndNothingLandsTwice() throws {
         let p = try PrivateCDC()
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postgate-crash-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let out = dir + "/out"
-        let bg = try BackgroundSync(config: try CLI.writeConfig(p.config), destination: "jsonl:" + out, extra: ["--follow"])
+        let out = p.dir + "/out"
+        let bg = try p.follow("jsonl:" + out)
         func lines() -> [Substring] {
             ((try? String(contentsOfFile: out + "/app__a.jsonl", encoding: .utf8)) ?? "").split(separator: "\n")
         }
