@@ -42,7 +42,7 @@ let package = Package(
                 "CLibPQ", "CLibSSH2", "COpenSSL", "CTunnelCipher", "CPrivateFiles",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ]
         ),
         .executableTarget(

@@ -115,52 +115,8 @@ struct Read: ParsableCommand {
         let logger = Logger(label: "postgate.read")
         let config = try options.load(logger: logger)
         let streams = try ConfiguredCatalog.parse(try InputFile.json(catalog), file: catalog)
-        var states: [StreamID: StreamState] = [:]
-        var cdcState: CDCState?
-        if let state {
-            let docs = try StateFile.documents(try InputFile.bytes(state), file: state)
-            states = try InputState.parse(documents: docs, file: state)
-            cdcState = try CDCState.parse(documents: docs, file: state)
-        }
-
-        let factory = try ConnectionFactory(config: config, logger: logger)
-        defer { factory.close() }
-        do {
-            try read(config: config, streams: streams, states: states, cdcState: cdcState, factory: factory, logger: logger)
-        } catch {
-            throw factory.translate(error)
-        }
-    }
-
-    private func read(config: PostgateConfig, streams: [ConfiguredStream], states: [StreamID: StreamState], cdcState: CDCState?,
-                      factory: ConnectionFactory, logger: Logger) throws {
-        let conn = try factory.connect()
-        let namespaces = Array(Set(streams.map(\.namespace))).sorted()
-        let discovered = try Discovery.discover(conn, schemas: namespaces)
-        let byName = Dictionary(discovered.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        let out = OutputSink()
-        let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
-        if let state { reader.stateOrigin = "state file \(state)" }
-        var changeStreams: [(ConfiguredStream, DiscoveredStream)] = []
-        for cs in streams {
-            guard let ds = byName[cs.id] else {
-                throw SnapshotReader.ReadError(message: "stream \(cs.id) is not a readable table, view or materialized view (it may have been dropped, or SELECT was revoked); run discover again")
-            }
-            if case .cdc = config.replication, cs.syncMode == .incremental {
-                guard ds.kind == .table || ds.kind == .partitionedTable else {
-                    throw SnapshotReader.ReadError(message: "stream \(cs.id) is a \(ds.kind.label); CDC captures tables only, so configure it as full_refresh")
-                }
-                changeStreams.append((cs, ds))
-                continue
-            }
-            try reader.read(cs, ds, state: states[cs.id])
-        }
-        if case .cdc(let cdc) = config.replication, !changeStreams.isEmpty {
-            let cdcReader = CDCReader(factory: factory, config: config, cdc: cdc, out: out, logger: logger)
-            if let state { cdcReader.stateOrigin = "state file \(state)" }
-            try cdcReader.run(changeStreams, state: cdcState)
-        }
-        try out.flush()
+        let saved = try state.map { try SavedState.parse(try InputFile.bytes($0), file: $0) } ?? SavedState()
+        try SourceDriver.read(config: config, catalog: streams, states: saved, stateOrigin: state.map { "state file \($0)" }, logger: logger)
     }
 }
 

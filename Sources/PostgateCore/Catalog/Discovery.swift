@@ -72,16 +72,7 @@ public enum Discovery {
             """, [oids])
         for r in 0..<cols.rowCount {
             guard let relid = cols.int(r, "relid").map({ UInt32($0) }), let i = index[relid] else { continue }
-            var element: PostgresType?
-            if let en = cols.string(r, "elem_name") {
-                element = PostgresType(
-                    name: en, kind: cols.string(r, "elem_typtype")?.first ?? "b",
-                    category: cols.string(r, "elem_category")?.first ?? "U", declared: cols.string(r, "elem_declared") ?? en)
-            }
-            let type = PostgresType(
-                name: cols.string(r, "typname") ?? "", kind: cols.string(r, "typtype")?.first ?? "b",
-                category: cols.string(r, "typcategory")?.first ?? "U", element: element,
-                declared: cols.string(r, "declared") ?? "")
+            let type = type(cols, r, declared: "declared")
             streams[i].columns.append(.init(name: cols.string(r, "attname") ?? "", type: type, notNull: cols.bool(r, "attnotnull") ?? false))
         }
 
@@ -98,6 +89,42 @@ public enum Discovery {
             streams[i].primaryKey.append(name)
         }
         return streams
+    }
+
+    /// Types by oid, resolved as `discover` resolves column types (domains to their base type,
+    /// arrays with their element), for columns that appear after discovery (CDC).
+    public static func types(_ conn: PGConnection, oids: [UInt32]) throws(PostgresError) -> [UInt32: PostgresType] {
+        let r = try conn.query("""
+            SELECT t.oid::int8 AS oid, format_type(t.oid, NULL) AS declared,
+                   bt.typname, bt.typtype::text AS typtype, bt.typcategory::text AS typcategory,
+                   et.typname AS elem_name, et.typtype::text AS elem_typtype, et.typcategory::text AS elem_category,
+                   format_type(et.oid, NULL) AS elem_declared
+            FROM pg_catalog.pg_type t
+            JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+            LEFT JOIN pg_catalog.pg_type et0 ON bt.typcategory = 'A' AND et0.oid = bt.typelem
+            LEFT JOIN pg_catalog.pg_type et ON et.oid = CASE WHEN et0.typtype = 'd' THEN et0.typbasetype ELSE et0.oid END
+            WHERE t.oid = ANY($1::oid[])
+            """, ["{" + oids.map(String.init).joined(separator: ",") + "}"])
+        var out: [UInt32: PostgresType] = [:]
+        for i in 0..<r.rowCount {
+            guard let oid = r.int(i, "oid").map({ UInt32($0) }) else { continue }
+            out[oid] = type(r, i, declared: "declared")
+        }
+        return out
+    }
+
+    /// One resolved type from a row of the type columns above.
+    static func type(_ r: PGResult, _ i: Int, declared: String) -> PostgresType {
+        var element: PostgresType?
+        if let en = r.string(i, "elem_name") {
+            element = PostgresType(
+                name: en, kind: r.string(i, "elem_typtype")?.first ?? "b",
+                category: r.string(i, "elem_category")?.first ?? "U", declared: r.string(i, "elem_declared") ?? en)
+        }
+        return PostgresType(
+            name: r.string(i, "typname") ?? "", kind: r.string(i, "typtype")?.first ?? "b",
+            category: r.string(i, "typcategory")?.first ?? "U", element: element,
+            declared: r.string(i, declared) ?? "")
     }
 
     /// A Postgres text-array literal of the given strings, every element quoted.

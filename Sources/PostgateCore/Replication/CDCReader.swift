@@ -18,7 +18,7 @@ public final class CDCReader {
     let factory: ConnectionFactory
     let config: PostgateConfig
     let cdc: CDCSettings
-    let out: OutputSink
+    let sink: ReadSink
     let logger: Logger
     static let markerPrefix = "postgate-marker"
 
@@ -32,10 +32,8 @@ public final class CDCReader {
     struct Relation {
         var stream: Stream?
         var columns: [PgOutputMessage.Column]
-        var encodings: [ValueEncoding]
-        var emitted: [Bool]
-        var keys: [[UInt8]]
-        var prefix: [UInt8]
+        /// The row shape of the stream's changes (nil for relations no stream reads).
+        var shape: RowShape?
     }
 
     /// Keep streaming after catching up, until `stopRequested` says to stop (at a transaction boundary).
@@ -50,23 +48,19 @@ public final class CDCReader {
     public var stateOrigin = "the saved state"
     /// How long a follow keeps trying to reconnect after losing the server.
     public var reconnectLimit: Double = 600
-    /// Also write a `POSTGATE_TRUNCATE` line for each truncated stream (for `sync`, which applies it).
-    public var emitTruncateEvents = false
 
-    public init(factory: ConnectionFactory, config: PostgateConfig, cdc: CDCSettings, out: OutputSink, logger: Logger) {
+    public init(factory: ConnectionFactory, config: PostgateConfig, cdc: CDCSettings, sink: ReadSink, logger: Logger) {
         self.factory = factory
         self.config = config
         self.cdc = cdc
-        self.out = out
+        self.sink = sink
         self.logger = logger
     }
 
     public func run(_ streams: [(ConfiguredStream, DiscoveredStream)], state: CDCState?) throws {
         let conn = try factory.connect()
         let all = streams.map { Stream(configured: $0.0, discovered: $0.1) }
-        for s in all {
-            try out.emit(AirbyteMessage.streamStatus(namespace: s.discovered.schema, name: s.discovered.name, status: "STARTED"))
-        }
+        for s in all { try sink.status(s.id, .started) }
         let slotName = cdc.replicationSlot
         try ensureReplicaIdentity(all, conn: conn)
         let slotQuery = """
@@ -129,10 +123,7 @@ public final class CDCReader {
         lastEmitted = current
         runStart = current.lsn
         try streamReconnecting(all, conn: conn, state: &current)
-        for s in all {
-            try out.emit(AirbyteMessage.streamStatus(namespace: s.discovered.schema, name: s.discovered.name, status: "COMPLETE"))
-        }
-        try out.flush()
+        for s in all { try sink.status(s.id, .complete) }
     }
 
     /// Streams changes; while following under a destination that owns durability, a lost server
@@ -167,8 +158,7 @@ public final class CDCReader {
                     // What went out after the last state is rolled back, then read again from that state.
                     if emittedSinceState {
                         log(.info, "CDC: what was applied after the last state (\(lastEmitted.lsn)) is rolled back and read again")
-                        try out.emit(["type": "POSTGATE_ROLLBACK"])
-                        try out.flush()
+                        try sink.rollback()
                     }
                     emittedSinceState = false
                     current = lastEmitted
@@ -281,29 +271,27 @@ public final class CDCReader {
                         if let s = stream { reportColumnChanges(s, previous: relations[oid]?.columns.map(\.name), cols) }
                         relations[oid] = try relation(stream, cols, conn: conn, types: &typeCache)
                     case .insert(let rel, let new):
-                        if let r = relations[rel], let s = r.stream, !skipFor.contains(s.id) {
-                            try emitRecord(r, values: new, old: nil, lsn: walStart, time: commitTime, deleted: false)
+                        if let r = relations[rel], let s = r.stream, let shape = r.shape, !skipFor.contains(s.id) {
+                            try emit(shape, Change(kind: .insert, values: new, old: nil, keyOnly: false, lsn: walStart, time: commitTime))
                             sinceState += 1
                         }
                     case .update(let rel, _, let old, let new):
-                        if let r = relations[rel], let s = r.stream, !skipFor.contains(s.id) {
-                            try emitRecord(r, values: new, old: old, lsn: walStart, time: commitTime, deleted: false)
+                        if let r = relations[rel], let s = r.stream, let shape = r.shape, !skipFor.contains(s.id) {
+                            try emit(shape, Change(kind: .update, values: new, old: old, keyOnly: false, lsn: walStart, time: commitTime))
                             sinceState += 1
                         }
                     case .delete(let rel, let kind, let old):
-                        if let r = relations[rel], let s = r.stream, !skipFor.contains(s.id) {
-                            try emitRecord(r, values: old, old: nil, lsn: walStart, time: commitTime, deleted: true, keyOnly: kind == UInt8(ascii: "K"))
+                        if let r = relations[rel], let s = r.stream, let shape = r.shape, !skipFor.contains(s.id) {
+                            try emit(shape, Change(kind: .delete, values: old, old: nil, keyOnly: kind == UInt8(ascii: "K"), lsn: walStart, time: commitTime))
                             sinceState += 1
                         }
                     case .truncate(_, let rels):
                         for rel in rels {
                             if let r = relations[rel], let s = r.stream, !skipFor.contains(s.id) {
                                 log(.warning, "CDC: TRUNCATE of \(s.id) at \(walStart): every row of the stream was removed at the source")
-                                if emitTruncateEvents {
-                                    try out.emit(["type": "POSTGATE_TRUNCATE", "stream": ["namespace": .string(s.discovered.schema), "name": .string(s.discovered.name)]])
-                                    emittedSinceState = true
-                                    sinceState += 1
-                                }
+                                try sink.truncate(s.id)
+                                emittedSinceState = true
+                                sinceState += 1
                             }
                         }
                     case .message(_, let at, let prefix, let content):
@@ -379,13 +367,9 @@ public final class CDCReader {
     /// Reads each stream in full inside the current transaction, as CDC records at `lsn`.
     private func snapshot(_ streams: [Stream], conn: PGConnection, lsn: LSN) throws {
         let when = (try conn.query("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").string(0, 0)) ?? ""
-        var suffix: [UInt8] = Array(#","_ab_cdc_lsn":"#.utf8) + Array(String(lsn.value).utf8)
-        suffix += Array(#","_ab_cdc_updated_at":"#.utf8)
-        JSONBytes.appendString(when, to: &suffix)
-        suffix += Array(#","_ab_cdc_deleted_at":null"#.utf8)
-        let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
+        let reader = SnapshotReader(conn: conn, config: config, sink: sink, logger: logger)
         for s in streams {
-            let n = try reader.copyAll(s.configured, s.discovered, dataSuffix: suffix)
+            let n = try reader.copyAll(s.configured, s.discovered, stamp: RowShape.CDCStamp(lsn: lsn, time: when))
             log(.info, "CDC: initial snapshot of \(s.id): \(n) rows at \(lsn)")
         }
     }
@@ -418,43 +402,21 @@ public final class CDCReader {
     private var runStart = LSN(0)
 
     private func relation(_ stream: Stream?, _ cols: [PgOutputMessage.Column], conn: PGConnection, types: inout [UInt32: PostgresType]) throws -> Relation {
-        guard let s = stream else { return Relation(stream: nil, columns: cols, encodings: [], emitted: [], keys: [], prefix: []) }
+        guard let s = stream else { return Relation(stream: nil, columns: cols, shape: nil) }
         let known = Dictionary(s.discovered.columns.map { ($0.name, $0.type) }, uniquingKeysWith: { a, _ in a })
         let selected = s.configured.selectedColumns.map { Set($0) }
-        var encodings: [ValueEncoding] = []
-        var emitted: [Bool] = []
-        var keys: [[UInt8]] = []
-        for c in cols {
-            var type = known[c.name]
-            if type == nil {
-                if types[c.typeOID] == nil { types[c.typeOID] = try lookupType(c.typeOID, conn: conn) }
-                type = types[c.typeOID]
-            }
-            encodings.append(type.map(ValueEncoding.init) ?? .string)
-            // A column the catalog did not list (added since discovery) is emitted too.
-            emitted.append(selected == nil || selected!.contains(c.name) || known[c.name] == nil)
-            var k: [UInt8] = []
-            JSONBytes.appendString(c.name, to: &k)
-            k.append(UInt8(ascii: ":"))
-            keys.append(k)
+        // Columns the catalog did not list (added since discovery) are typed as discovery types them.
+        let missing = Set(cols.filter { known[$0.name] == nil && types[$0.typeOID] == nil }.map(\.typeOID))
+        if !missing.isEmpty {
+            for (oid, t) in try Discovery.types(conn, oids: Array(missing)) { types[oid] = t }
         }
-        var p: [UInt8] = Array(#"{"type":"RECORD","record":{"namespace":"#.utf8)
-        JSONBytes.appendString(s.discovered.schema, to: &p)
-        p += Array(#","stream":"#.utf8)
-        JSONBytes.appendString(s.discovered.name, to: &p)
-        p += Array(#","data":{"#.utf8)
-        return Relation(stream: s, columns: cols, encodings: encodings, emitted: emitted, keys: keys, prefix: p)
-    }
-
-    private func lookupType(_ oid: UInt32, conn: PGConnection) throws -> PostgresType? {
-        let r = try conn.query("""
-            SELECT t.typname, t.typtype::text AS k, t.typcategory::text AS c, e.typname AS en, e.typtype::text AS ek, e.typcategory::text AS ec
-            FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e ON t.typcategory = 'A' AND e.oid = t.typelem WHERE t.oid = $1
-            """, [String(oid)])
-        guard r.rowCount == 1, let name = r.string(0, "typname") else { return nil }
-        var element: PostgresType?
-        if let en = r.string(0, "en") { element = PostgresType(name: en, kind: r.string(0, "ek")?.first ?? "b", category: r.string(0, "ec")?.first ?? "U", declared: en) }
-        return PostgresType(name: name, kind: r.string(0, "k")?.first ?? "b", category: r.string(0, "c")?.first ?? "U", element: element, declared: name)
+        let columns = cols.map { c -> RowShape.Column in
+            let type = known[c.name] ?? types[c.typeOID]
+            // A column the catalog did not list is emitted too.
+            let emitted = selected == nil || selected!.contains(c.name) || known[c.name] == nil
+            return RowShape.Column(name: c.name, encoding: type.map(ValueEncoding.init) ?? .string, type: type, emitted: emitted, isKey: c.isKey)
+        }
+        return Relation(stream: s, columns: cols, shape: RowShape(stream: s.id, columns: columns))
     }
 
     /// Logs columns added or dropped since the previous Relation message (or, for the first one,
@@ -469,71 +431,20 @@ public final class CDCReader {
         if !dropped.isEmpty { log(.info, "CDC: \(s.id) no longer has columns \(dropped.joined(separator: ", ")); its records from here on lack them") }
     }
 
-    /// Writes one change as a RECORD. Unchanged TOASTed values are taken from the old row when it
-    /// was sent; otherwise they are left out and listed in `meta.changes` so a destination keeps its value.
-    private func emitRecord(_ r: Relation, values: [TupleValue], old: [TupleValue]?, lsn: LSN, time ts: String, deleted: Bool, keyOnly: Bool = false) throws {
+    private func emit(_ shape: RowShape, _ change: Change) throws {
         emittedSinceState = true
-        try out.append { buf in
-            buf.append(r.prefix)
-            var first = true
-            var omitted: [String] = []
-            var nulled: [String] = []
-            for (i, v) in values.enumerated() where i < r.columns.count && r.emitted[i] {
-                // A delete with the default replica identity carries only the key columns.
-                if deleted && keyOnly && !r.columns[i].isKey { continue }
-                var value = v
-                if case .unchangedToast = v, let old, i < old.count {
-                    if case .unchangedToast = old[i] {} else { value = old[i] }
-                }
-                if case .unchangedToast = value {
-                    omitted.append(r.columns[i].name)
-                    continue
-                }
-                if !first { buf.append(UInt8(ascii: ",")) }
-                first = false
-                buf.append(r.keys[i])
-                switch value {
-                case .null, .unchangedToast: buf.append("null")
-                case .text(let t), .binary(let t):
-                    if !t.withUnsafeBytes({ r.encodings[i].append($0, to: &buf) }) { nulled.append(r.columns[i].name) }
-                }
-            }
-            if !first { buf.append(UInt8(ascii: ",")) }
-            buf.append(#""_ab_cdc_lsn":"#)
-            JSONBytes.appendInt(Int64(bitPattern: lsn.value), to: &buf)
-            buf.append(#","_ab_cdc_updated_at":"#)
-            JSONBytes.appendString(ts, to: &buf)
-            buf.append(#","_ab_cdc_deleted_at":"#)
-            if deleted { JSONBytes.appendString(ts, to: &buf) } else { buf.append("null") }
-            buf.append(UInt8(ascii: "}"))
-            if !omitted.isEmpty || !nulled.isEmpty {
-                buf.append(#","meta":{"changes":["#)
-                let changes = nulled.map { ($0, #","change":"NULLED","reason":"SOURCE_SERIALIZATION_ERROR"}"#) }
-                    + omitted.map { ($0, #","change":"OMITTED","reason":"SOURCE_UNCHANGED_TOAST"}"#) }
-                for (k, change) in changes.enumerated() {
-                    if k > 0 { buf.append(UInt8(ascii: ",")) }
-                    buf.append(#"{"field":"#)
-                    JSONBytes.appendString(change.0, to: &buf)
-                    buf.append(Array(change.1.utf8))
-                }
-                buf.append("]}")
-            }
-            buf.append(#","emitted_at":"#)
-            JSONBytes.appendInt(AirbyteMessage.nowMillis, to: &buf)
-            buf.append("}}\n")
-        }
+        try sink.change(shape, change)
     }
 
     func emitState(_ state: CDCState) throws {
-        try out.emit(["type": "STATE", "state": state.globalJSON()])
-        try out.flush()
+        try sink.checkpoint(.global(state))
         lastEmitted = state
         emittedSinceState = false
     }
 
     func log(_ level: Logger.Level, _ message: String) {
         logger.log(level: level, "\(message)")
-        try? out.emit(AirbyteMessage.log(level: level == .warning ? "WARN" : "INFO", message: message))
+        sink.log(level, message)
     }
 }
 

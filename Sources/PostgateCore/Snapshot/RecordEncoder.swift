@@ -54,9 +54,12 @@ public final class RecordEncoder {
 
     /// Fixed members appended to every record's data (e.g. `,"_ab_cdc_lsn":…`), starting with a comma.
     let dataSuffix: [UInt8]
+    /// Writes only the data object and a newline (JSON Lines), without the RECORD envelope.
+    let dataOnly: Bool
 
-    public init(namespace: String, stream: String, columns: [Column], trackedColumn: Int? = nil, dataSuffix: [UInt8] = []) {
+    public init(namespace: String, stream: String, columns: [Column], trackedColumn: Int? = nil, dataSuffix: [UInt8] = [], dataOnly: Bool = false) {
         self.dataSuffix = dataSuffix
+        self.dataOnly = dataOnly
         count = columns.count
         self.trackedColumn = trackedColumn
         kinds = .allocate(capacity: max(1, count))
@@ -95,6 +98,7 @@ public final class RecordEncoder {
         p.append(contentsOf: Array(#","stream":"#.utf8))
         JSONBytes.appendString(stream, to: &p)
         p.append(contentsOf: Array(#","data":{"#.utf8))
+        if dataOnly { p = [UInt8(ascii: "{")] }
         prefix = .allocate(capacity: p.count)
         _ = prefix.initialize(from: p)
         refreshEmittedAt()
@@ -133,6 +137,11 @@ public final class RecordEncoder {
 
     /// Sets `emitted_at` to now for the records that follow.
     public func refreshEmittedAt() {
+        if dataOnly {
+            suffix.pointee = 0x0a
+            suffixLength.pointee = 1
+            return
+        }
         var s = ByteBuffer(capacity: 64)
         defer { s.deallocate() }
         s.append(#","emitted_at":"#)
@@ -192,7 +201,7 @@ public final class RecordEncoder {
         }
         if !dataSuffix.isEmpty { dataSuffix.withUnsafeBytes { out.append($0) } }
         out.append(UInt8(ascii: "}"))
-        if nulledCount > 0 {
+        if nulledCount > 0 && !dataOnly {
             out.append(#","meta":{"changes":["#)
             for k in 0..<nulledCount {
                 let c = nulled[k]

@@ -2,11 +2,11 @@ import Foundation
 import Logging
 
 /// Reads streams by full refresh, cursor incremental or xmin incremental, in bounded,
-/// checkpointed chunks, writing Airbyte RECORD, STATE and TRACE messages to an `OutputSink`.
+/// checkpointed chunks, handing rows, checkpoints and stream statuses to a `ReadSink`.
 public final class SnapshotReader {
     let conn: PGConnection
     let config: PostgateConfig
-    let out: OutputSink
+    let sink: ReadSink
     let logger: Logger
 
     /// Errors about what the catalog asks for.
@@ -21,10 +21,10 @@ public final class SnapshotReader {
     /// Where saved states come from, for messages (e.g. `state file s.json`).
     public var stateOrigin = "the saved state"
 
-    public init(conn: PGConnection, config: PostgateConfig, out: OutputSink, logger: Logger) {
+    public init(conn: PGConnection, config: PostgateConfig, sink: ReadSink, logger: Logger) {
         self.conn = conn
         self.config = config
-        self.out = out
+        self.sink = sink
         self.logger = logger
     }
 
@@ -39,22 +39,20 @@ public final class SnapshotReader {
 
     /// Reads one stream, resuming from `state` where it allows.
     public func read(_ cs: ConfiguredStream, _ ds: DiscoveredStream, state: StreamState?) throws {
-        try emit(AirbyteMessage.streamStatus(namespace: ds.schema, name: ds.name, status: "STARTED"))
+        try sink.status(ds.id, .started)
         try conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         do {
             let info = try relationInfo(ds)
-            try emit(AirbyteMessage.estimate(namespace: ds.schema, name: ds.name, rows: info.rows, bytes: info.bytes))
-            try emit(AirbyteMessage.streamStatus(namespace: ds.schema, name: ds.name, status: "RUNNING"))
-            try out.flush()
+            try sink.estimate(ds.id, rows: info.rows, bytes: info.bytes)
+            try sink.status(ds.id, .running)
             try run(cs, ds, info: info, state: state)
             try conn.query("COMMIT")
         } catch {
             _ = try? conn.query("ROLLBACK")
-            try? emit(AirbyteMessage.streamStatus(namespace: ds.schema, name: ds.name, status: "INCOMPLETE"))
+            try? sink.status(ds.id, .incomplete)
             throw error
         }
-        try emit(AirbyteMessage.streamStatus(namespace: ds.schema, name: ds.name, status: "COMPLETE"))
-        try out.flush()
+        try sink.status(ds.id, .complete)
     }
 
     private func run(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, state: StreamState?) throws {
@@ -71,8 +69,12 @@ public final class SnapshotReader {
         switch cs.syncMode {
         case .fullRefresh:
             var start: UInt32 = 0
-            if case .load(let l)? = state, l.incremental == nil, l.xminLowerBound == nil { start = l.nextPage }
+            var resumed: StreamState.Load?
+            if case .load(let l)? = state, l.incremental == nil, l.xminLowerBound == nil { start = l.nextPage; resumed = l }
             if hasCtid {
+                if let l = resumed, start > 0, sink.reconcilesResumedLoads {
+                    start = try reconcile(cs, ds, info: info, resumed: l)
+                }
                 try readChunks(cs, ds, info: info, from: start, incremental: nil, xminLowerBound: nil, completion: .fullRefreshComplete)
             } else {
                 try readWhole(cs, ds)
@@ -195,19 +197,24 @@ public final class SnapshotReader {
         var sinceState: Int64 = 0
         var lastCheck = Date()
         let interval = Double(config.checkpointTargetIntervalSeconds)
+        let tracked = plan.tracked!
+        var last: [UInt8]?
         try conn.copyOut(sql) { row in
-            try out.append { buf in try plan.encoder.encode(copyRow: row, into: &buf) }
+            try sink.row(plan.shape, copyText: row)
             sinceState += 1
             plan.rows += 1
-            if let v = plan.encoder.trackedValue {
-                if plan.encoder.trackedChanged || !sawRows {
-                    current = StreamState.Cursor(field: column.name, value: String(decoding: v, as: UTF8.self), recordCount: 1)
+            if let v = try CopyText.field(row, tracked) {
+                if !sawRows || last.map({ !CopyText.equal($0, v) }) ?? true {
+                    let text = CopyText.unescaped(v)
+                    last = Array(v)
+                    current = StreamState.Cursor(field: column.name, value: String(decoding: text, as: UTF8.self), recordCount: 1)
                 } else {
                     current.recordCount += 1
                 }
+            } else {
+                last = nil
             }
             sawRows = true
-            if plan.rows & 4095 == 0 { plan.encoder.refreshEmittedAt() }
             if sinceState >= Int64(config.batchFetchLimit) || (plan.rows & 1023 == 0 && Date().timeIntervalSince(lastCheck) >= interval) {
                 if current.value != nil {
                     try emitState(ds, .incremental(.cursor(current)), count: sinceState)
@@ -225,6 +232,8 @@ public final class SnapshotReader {
     private func readChunks(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, from start: UInt32,
                             incremental: StreamState.Incremental?, xminLowerBound: UInt32?, completion: StreamState) throws {
         var plan = try makePlan(cs, ds, tracking: nil)
+        var pending = reconciledRows
+        reconciledRows = 0
         let rowsPerPage = info.pages > 0 && info.rows > 0 ? max(1, Double(info.rows) / Double(info.pages)) : 60
         let chunkPages = UInt32(clamping: max(1, Int((Double(config.batchFetchLimit) / rowsPerPage).rounded(.up))))
         var page = start
@@ -236,12 +245,11 @@ public final class SnapshotReader {
             if !last { conditions.append("ctid < '(\(upper),0)'::tid") }
             if let lb = xminLowerBound { conditions.append("xmin::text::int8 >= \(lb)") }
             let sql = "COPY (SELECT \(plan.selectList) FROM \(qualified(ds)) WHERE \(conditions.joined(separator: " AND "))) TO STDOUT"
-            var chunkRows: Int64 = 0
-            plan.encoder.refreshEmittedAt()
+            var chunkRows: Int64 = pending
+            pending = 0
             try conn.copyOut(sql) { row in
-                try out.append { buf in try plan.encoder.encode(copyRow: row, into: &buf) }
+                try sink.row(plan.shape, copyText: row)
                 chunkRows += 1
-                if chunkRows & 4095 == 0 { plan.encoder.refreshEmittedAt() }
             }
             plan.rows += chunkRows
             if last {
@@ -249,46 +257,80 @@ public final class SnapshotReader {
                 break
             }
             page = upper
-            try emitState(ds, .load(StreamState.Load(nextPage: page, relationFilenode: info.filenode, incremental: incremental, xminLowerBound: xminLowerBound)), count: chunkRows)
+            try emitState(ds, .load(StreamState.Load(nextPage: page, relationFilenode: info.filenode, incremental: incremental, xminLowerBound: xminLowerBound,
+                                                     snapshotXmin: info.snapshotXmin.raw)), count: chunkRows)
         }
     }
 
     /// Reads a view in one COPY (views have no physical position to resume from).
     private func readWhole(_ cs: ConfiguredStream, _ ds: DiscoveredStream) throws {
-        try emitState(ds, .fullRefreshComplete, count: try copyAll(cs, ds, dataSuffix: []))
+        try emitState(ds, .fullRefreshComplete, count: try copyAll(cs, ds, stamp: nil))
     }
 
     // MARK: plumbing
 
     struct Plan {
         var selectList: String
-        var encoder: RecordEncoder
+        var shape: RowShape
+        /// Index of the cursor column in each row, when one is followed.
+        var tracked: Int?
         var rows: Int64 = 0
     }
 
-    /// Reads a whole relation in one COPY inside the caller's transaction (the CDC snapshot), adding
-    /// `dataSuffix` to each record. Returns the number of records.
-    public func copyAll(_ cs: ConfiguredStream, _ ds: DiscoveredStream, dataSuffix: [UInt8]) throws -> Int64 {
-        let plan = try makePlan(cs, ds, tracking: nil, dataSuffix: dataSuffix)
+    /// Rows re-read by a resumed load's reconciliation, counted into its first checkpoint.
+    private var reconciledRows: Int64 = 0
+
+    /// Reads a whole relation in one COPY inside the caller's transaction (the CDC snapshot), each
+    /// row stamped with `stamp`. Returns the number of rows.
+    public func copyAll(_ cs: ConfiguredStream, _ ds: DiscoveredStream, stamp: RowShape.CDCStamp?) throws -> Int64 {
+        let plan = try makePlan(cs, ds, tracking: nil, stamp: stamp)
         var rows: Int64 = 0
         try conn.copyOut("COPY (SELECT \(plan.selectList) FROM \(qualified(ds))) TO STDOUT") { row in
-            try out.append { buf in try plan.encoder.encode(copyRow: row, into: &buf) }
+            try sink.row(plan.shape, copyText: row)
             rows += 1
-            if rows & 4095 == 0 { plan.encoder.refreshEmittedAt() }
         }
         return rows
     }
 
-    /// The SELECT list and record encoder for the configured columns (plus a tracked cursor column).
-    func makePlan(_ cs: ConfiguredStream, _ ds: DiscoveredStream, tracking: String?, dataSuffix: [UInt8] = []) throws -> Plan {
+    /// A resumed full refresh, for a sink that can apply it: rows of the already-copied pages that
+    /// changed since the interrupted read's snapshot are read again, and the keys of every row are
+    /// listed, so rows updated or deleted there since are caught. Returns the page to go on from
+    /// (0 when the saved snapshot is too old to compare with).
+    private func reconcile(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, resumed l: StreamState.Load) throws -> UInt32 {
+        guard !ds.primaryKey.isEmpty, let saved = l.snapshotXmin, info.snapshotXmin.raw >= saved,
+              info.snapshotXmin.raw - saved < 1 << 30 else {
+            log(.info, "\(ds.id): the interrupted load cannot be compared with the table as it is now; it restarts from the beginning")
+            return 0
+        }
+        let plan = try makePlan(cs, ds, tracking: nil)
+        var rows: Int64 = 0
+        // age() compares transaction ids across wraparound; frozen rows have the largest age.
+        try conn.copyOut("COPY (SELECT \(plan.selectList) FROM \(qualified(ds)) WHERE ctid < '(\(l.nextPage),0)'::tid AND age(xmin) <= age('\(UInt32(truncatingIfNeeded: saved))'::xid)) TO STDOUT") { row in
+            try sink.row(plan.shape, copyText: row)
+            rows += 1
+        }
+        let keyColumns = ds.primaryKey.compactMap { k in ds.columns.first { $0.name == k } }
+        let keyShape = RowShape(stream: ds.id, columns: keyColumns.map { RowShape.Column(name: $0.name, encoding: ValueEncoding($0.type), type: $0.type, isKey: true) })
+        try conn.copyOut("COPY (SELECT \(keyColumns.map { PGConnection.quoteIdentifier($0.name) }.joined(separator: ", ")) FROM \(qualified(ds))) TO STDOUT") { row in
+            try sink.presentKeys(keyShape, copyText: row)
+        }
+        try sink.presentKeysEnd(ds.id)
+        reconciledRows = rows
+        log(.info, "\(ds.id): resuming at page \(l.nextPage); \(rows) rows of the copied pages changed since the interrupted read and were read again, and rows deleted since are removed")
+        return l.nextPage
+    }
+
+    /// The SELECT list and row shape for the configured columns (plus a tracked cursor column).
+    func makePlan(_ cs: ConfiguredStream, _ ds: DiscoveredStream, tracking: String?, stamp: RowShape.CDCStamp? = nil) throws -> Plan {
         let byName = Dictionary(ds.columns.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         let chosen = try cs.checkedColumns(of: ds) ?? ds.columns
-        var columns: [RecordEncoder.Column] = []
+        let keys = Set(ds.primaryKey)
+        var columns: [RowShape.Column] = []
         var exprs: [String] = []
         for col in chosen {
             let (expr, enc) = Self.selectExpression(col)
             exprs.append(expr)
-            columns.append(RecordEncoder.Column(name: col.name, encoding: enc, emitted: true))
+            columns.append(RowShape.Column(name: col.name, encoding: enc, type: col.type, isKey: keys.contains(col.name)))
         }
         var trackedIndex: Int?
         if let t = tracking {
@@ -297,12 +339,11 @@ public final class SnapshotReader {
             } else if let col = byName[t] {
                 trackedIndex = columns.count
                 exprs.append(PGConnection.quoteIdentifier(col.name))
-                columns.append(RecordEncoder.Column(name: col.name, encoding: .string, emitted: false))
+                columns.append(RowShape.Column(name: col.name, encoding: .string, type: col.type, emitted: false))
             }
         }
         if exprs.isEmpty { throw ReadError(message: "stream \(cs.id): no columns selected") }
-        return Plan(selectList: exprs.joined(separator: ", "),
-                    encoder: RecordEncoder(namespace: ds.schema, stream: ds.name, columns: columns, trackedColumn: trackedIndex, dataSuffix: dataSuffix))
+        return Plan(selectList: exprs.joined(separator: ", "), shape: RowShape(stream: ds.id, columns: columns, cdcStamp: stamp), tracked: trackedIndex)
     }
 
     /// money prints in the server's locale; it is read as numeric so the digits are exact and portable.
@@ -351,15 +392,12 @@ public final class SnapshotReader {
         return h >> 1
     }
 
-    func emit(_ message: JSONValue) throws { try out.emit(message) }
-
     func emitState(_ ds: DiscoveredStream, _ state: StreamState, count: Int64) throws {
-        try out.emit(AirbyteMessage.streamState(namespace: ds.schema, name: ds.name, state: state, recordCount: count))
-        try out.flush()
+        try sink.checkpoint(.stream(ds.id, state, records: count))
     }
 
     func log(_ level: Logger.Level, _ message: String) {
         logger.log(level: level, "\(message)")
-        try? out.emit(AirbyteMessage.log(level: level == .warning ? "WARN" : "INFO", message: message))
+        sink.log(level, message)
     }
 }

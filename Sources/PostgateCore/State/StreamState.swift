@@ -33,6 +33,17 @@ public enum StreamState: Sendable, Equatable {
         public var relationFilenode: UInt64
         public var incremental: Incremental?
         public var xminLowerBound: UInt32?
+        /// The interrupted read's snapshot xmin (with epoch): a resumed full refresh re-reads what
+        /// changed in the copied pages since.
+        public var snapshotXmin: UInt64?
+
+        public init(nextPage: UInt32, relationFilenode: UInt64, incremental: Incremental?, xminLowerBound: UInt32?, snapshotXmin: UInt64? = nil) {
+            self.nextPage = nextPage
+            self.relationFilenode = relationFilenode
+            self.incremental = incremental
+            self.xminLowerBound = xminLowerBound
+            self.snapshotXmin = snapshotXmin
+        }
     }
 
     case load(Load)
@@ -48,6 +59,7 @@ public enum StreamState: Sendable, Equatable {
             ])
             if let inc = l.incremental { o["incremental_state"] = Self.incrementalJSON(inc) }
             if let lb = l.xminLowerBound { o["xmin_lower_bound"] = .number(String(lb)) }
+            if let x = l.snapshotXmin { o["snapshot_xmin"] = .number(String(x)) }
             return .object(o)
         case .incremental(let inc):
             return Self.incrementalJSON(inc)
@@ -90,7 +102,8 @@ public enum StreamState: Sendable, Equatable {
                 inc = parsed
             }
             let lower = try f.unsigned("xmin_lower_bound", max: UInt64(UInt32.max)).map { UInt32($0) }
-            return .load(Load(nextPage: page, relationFilenode: fn, incremental: inc, xminLowerBound: lower))
+            let snap = try f.unsigned("snapshot_xmin", max: UInt64(Int64.max))
+            return .load(Load(nextPage: page, relationFilenode: fn, incremental: inc, xminLowerBound: lower, snapshotXmin: snap))
         case "cursor_based":
             guard let fields = v["cursor_field"]?.arrayValue, let field = fields.first?.stringValue, fields.count == 1, !field.isEmpty else {
                 throw f.fail("cursor_field", "expected an array holding the one cursor column")

@@ -12,16 +12,38 @@ import Glibc
 /// `_postgate_unchanged`, and a source TRUNCATE is a line `{"_postgate_truncate":true}`.
 /// Consumers keep the last line per primary key. State is written after the data is fsynced and
 /// records each log's committed length; an interrupted run's uncommitted tail is cut off on the
-/// next start, so nothing is duplicated.
+/// next start, so nothing is duplicated. File names follow the table naming rules (compared
+/// without case; `/`, `%` and a leading `.` percent-encoded).
 public final class JSONLDestination: SyncDestination {
     let directory: URL
     let logger: Logger
     var states: [String: JSONValue] = [:]
     /// Committed lengths of the files being appended to.
     var lengths: [String: UInt64] = [:]
-    var pending: [String: [UInt8]] = [:]
+    var pending: [String: ByteBuffer] = [:]
     var handles: [String: FileHandle] = [:]
     var renames: [(from: String, to: String)] = []
+    var assignments: [StreamID: TableAssignment] = [:]
+    var committedAssignments: [StreamID: TableAssignment] = [:]
+    var encoders: [ObjectIdentifier: RecordEncoder] = [:]
+    var outcomes: [StreamID: Outcomes] = [:]
+    var committedOutcomes: [StreamID: Outcomes] = [:]
+    /// Keys listed by a resumed full refresh's reconciliation, per stream.
+    var present: [StreamID: Set<String>] = [:]
+
+    static let naming = NamingRules(foldsCase: true, hasSchemas: false, maxBytes: 240, sanitize: { name in
+        var out = ""
+        for (i, ch) in name.enumerated() {
+            switch ch {
+            case "%": out += "%25"
+            case "/": out += "%2F"
+            case "\0": out += "%00"
+            case "." where i == 0: out += "%2E"
+            default: out.append(ch)
+            }
+        }
+        return out
+    })
 
     public var label: String { "jsonl:\(directory.path)" }
     static let stateFile = "_postgate_state.json"
@@ -44,6 +66,11 @@ public final class JSONLDestination: SyncDestination {
             }
             for (k, v) in doc["states"]?.objectValue?.entries ?? [] { states[k] = v }
             for (k, v) in doc["files"]?.objectValue?.entries ?? [] { lengths[k] = v.int64Value.map { UInt64(max(0, $0)) } }
+            for v in doc["tables"]?.arrayValue ?? [] {
+                guard let a = TableAssignment(json: v) else { throw SyncError.destination("\(statePath): a table assignment does not parse; remove the file to sync from scratch") }
+                assignments[a.stream] = a
+            }
+            committedAssignments = assignments
         }
         // Cut off what an interrupted run appended after its last commit.
         for (file, length) in lengths {
@@ -57,14 +84,28 @@ public final class JSONLDestination: SyncDestination {
         }
     }
 
-    static func file(_ s: SyncStream) -> String { DestinationNaming.table(s) + ".jsonl" }
-    static func staging(_ s: SyncStream) -> String { file(s) + ".loading" }
+    deinit { for (_, b) in pending { b.deallocate() } }
+
+    func assignment(_ s: SyncStream) -> TableAssignment {
+        if let a = assignments[s.id] { return a }
+        let a = Self.naming.assign(s.id, columns: [], existing: Array(assignments.values), sequence: assignments.count + 1)
+        assignments[s.id] = a
+        return a
+    }
+
+    func file(_ s: SyncStream) -> String { assignment(s).table + ".jsonl" }
+    func staging(_ s: SyncStream) -> String { assignment(s).staging + ".jsonl" }
 
     public func committedState() throws -> [JSONValue] { states.keys.sorted().compactMap { states[$0] } }
 
-    public func prepare(_ streams: [SyncStream]) throws {}
+    public func prepare(_ streams: [SyncStream]) throws {
+        for s in streams { _ = assignment(s) }
+    }
 
-    public func hasStaging(_ s: SyncStream) -> Bool { lengths[Self.staging(s)] != nil && FileManager.default.fileExists(atPath: path(Self.staging(s))) }
+    public func hasStaging(_ s: SyncStream) -> Bool {
+        guard assignments[s.id] != nil else { return false }
+        return lengths[staging(s)] != nil && FileManager.default.fileExists(atPath: path(staging(s)))
+    }
 
     func path(_ file: String) -> String { directory.appendingPathComponent(file).path }
 
@@ -88,53 +129,169 @@ public final class JSONLDestination: SyncDestination {
     /// Set when a rollback could not be carried out; every later write fails with it.
     var broken: SyncError?
 
-    func append(_ file: String, _ line: JSONValue) throws {
+    /// Appends to a file's pending bytes.
+    func append(_ file: String, _ body: (inout ByteBuffer) throws -> Void) throws {
         if let broken { throw broken }
-        var w = JSONWriter()
-        w.value(line)
-        w.raw(0x0a)
-        pending[file, default: []].append(contentsOf: w.bytes)
-        if lengths[file] == nil { _ = try handle(file) }
-        if pending[file]!.count >= 1 << 20 { try write(file) }
+        if lengths[file] == nil || handles[file] == nil { _ = try handle(file) }
+        var buf = pending[file] ?? ByteBuffer(capacity: 1 << 16)
+        do {
+            defer { pending[file] = buf }
+            try body(&buf)
+        }
+        if buf.count >= 1 << 20 { try write(file) }
     }
 
     func write(_ file: String) throws {
-        guard let bytes = pending[file], !bytes.isEmpty else { return }
+        guard var bytes = pending[file], bytes.count > 0 else { return }
         let h = try handle(file)
-        do { try h.write(contentsOf: bytes) } catch {
+        do { try h.write(contentsOf: Data(bytes.bytes)) } catch {
             throw SyncError.destinationFailed("cannot write \(path(file)): \(error.localizedDescription)", .system)
         }
-        pending[file] = []
+        bytes.removeAll()
+        pending[file] = bytes
     }
 
     public func startFullRefresh(_ s: SyncStream, resume: Bool) throws {
-        let f = Self.staging(s)
+        let f = staging(s)
         if resume && hasStaging(s) { return }
         handles[f] = nil
-        pending[f] = nil
+        pending[f]?.removeAll()
         _ = unlink(path(f))
         lengths[f] = 0
         _ = try handle(f)
     }
 
-    public func load(_ s: SyncStream, _ r: SyncRecord) throws {
-        try append(Self.staging(s), .object(r.data))
+    func encoder(_ layout: FieldLayout) -> RecordEncoder {
+        if let e = encoders[ObjectIdentifier(layout)] { return e }
+        let shape = layout.shape
+        let e = RecordEncoder(namespace: "", stream: "", columns: shape.columns.map { RecordEncoder.Column(name: $0.name, encoding: $0.encoding, emitted: $0.emitted) },
+                              dataSuffix: shape.cdcStamp.map { AirbyteSink.cdcSuffix($0) } ?? [], dataOnly: true)
+        encoders[ObjectIdentifier(layout)] = e
+        return e
+    }
+
+    public func load(_ s: SyncStream, _ layout: FieldLayout, copyText: [UInt8], count: Int, merge: Bool) throws {
+        let e = encoder(layout)
+        try append(staging(s)) { buf in
+            try CopyText.forEachRow(copyText) { try e.encode(copyRow: $0, into: &buf) }
+        }
     }
 
     public func finishFullRefresh(_ s: SyncStream) throws {
-        renames.append((Self.staging(s), Self.file(s)))
+        renames.append((staging(s), file(s)))
     }
 
-    public func merge(_ s: SyncStream, _ r: SyncRecord) throws -> ApplyOutcome {
-        var data = r.data
-        if !r.omitted.isEmpty { data["_postgate_unchanged"] = .array(r.omitted.sorted().map { .string($0) }) }
-        try append(Self.file(s), .object(data))
-        return r.deleted ? .deleted : .appended
+    public func merge(_ s: SyncStream, _ rows: FieldRows) throws {
+        var o = Outcomes()
+        try append(file(s)) { buf in Self.encode(rows, into: &buf, outcomes: &o) }
+        outcomes[s.id, default: Outcomes()].add(o)
+    }
+
+    /// Each row as a JSON object of its fields (source names).
+    static func encode(_ rows: FieldRows, into buf: inout ByteBuffer, outcomes o: inout Outcomes) {
+        let columns = rows.layout.columns
+        let keys: [[UInt8]] = columns.map { c in var k: [UInt8] = []; JSONBytes.appendString(c.name, to: &k); k.append(UInt8(ascii: ":")); return k }
+        let cdc = rows.layout.sources.contains(.cdcTime)
+        let timeField = rows.layout.sources.firstIndex(of: .cdcTime)
+        rows.withArena { arena in
+            for r in 0..<rows.count {
+                buf.append(UInt8(ascii: "{"))
+                var first = true
+                var omitted: [String] = []
+                for f in 0..<columns.count {
+                    if rows.isAbsent(r, f) {
+                        if rows.ops[r] == .upsert { omitted.append(columns[f].name) }
+                        continue
+                    }
+                    if !first { buf.append(UInt8(ascii: ",")) }
+                    first = false
+                    buf.append(keys[f])
+                    if let v = rows.field(r, f, arena) { _ = columns[f].encoding.append(v, to: &buf) } else { buf.append("null") }
+                }
+                if cdc || rows.ops[r] == .delete {
+                    if !first { buf.append(UInt8(ascii: ",")) }
+                    first = false
+                    buf.append(#""_ab_cdc_deleted_at":"#)
+                    if rows.ops[r] == .delete, let t = timeField, let v = rows.field(r, t, arena) {
+                        JSONBytes.appendString(v, to: &buf)
+                    } else if rows.ops[r] == .delete {
+                        buf.append("true")
+                    } else {
+                        buf.append("null")
+                    }
+                }
+                if !omitted.isEmpty {
+                    if !first { buf.append(UInt8(ascii: ",")) }
+                    buf.append(#""_postgate_unchanged":["#)
+                    for (i, n) in omitted.sorted().enumerated() {
+                        if i > 0 { buf.append(UInt8(ascii: ",")) }
+                        JSONBytes.appendString(n, to: &buf)
+                    }
+                    buf.append(UInt8(ascii: "]"))
+                }
+                buf.append("}\n")
+                switch rows.ops[r] {
+                case .delete: o.deleted += 1
+                case .upsert: o.appended += 1
+                }
+            }
+        }
+    }
+
+    public func presentKeys(_ s: SyncStream, _ layout: FieldLayout, copyText: [UInt8]) throws {
+        var rows = FieldRows(layout: layout)
+        try CopyText.forEachRow(copyText) { try rows.appendCopyRow($0) }
+        var set = present[s.id] ?? []
+        var buf = ByteBuffer(capacity: 256)
+        defer { buf.deallocate() }
+        rows.withArena { arena in
+            for r in 0..<rows.count {
+                var key: [JSONValue] = []
+                for f in 0..<layout.columns.count {
+                    buf.removeAll()
+                    if let v = rows.field(r, f, arena) { _ = layout.columns[f].encoding.append(v, to: &buf) } else { buf.append("null") }
+                    key.append((try? JSONParser.parse(Array(buf.bytes))) ?? .null)
+                }
+                set.insert(JSONValue.array(key).jsonText)
+            }
+        }
+        present[s.id] = set
+    }
+
+    /// Rewrites the staging file with the last line per key, without keys gone at the source.
+    public func prunePresentKeys(_ s: SyncStream) throws -> Int {
+        let keep = present.removeValue(forKey: s.id) ?? []
+        let f = staging(s)
+        try write(f)
+        handles[f] = nil
+        guard let data = FileManager.default.contents(atPath: path(f)) else { return 0 }
+        var last: [String: Int] = [:]
+        var lines: [(key: String, text: ArraySlice<UInt8>)] = []
+        let bytes = [UInt8](data)
+        for line in bytes.split(separator: 0x0a) {
+            guard let o = try? JSONParser.parse(Array(line)) else { continue }
+            let key = JSONValue.array(s.primaryKey.map { o[$0] ?? .null }).jsonText
+            last[key] = lines.count
+            lines.append((key, line))
+        }
+        var out: [UInt8] = []
+        var removed = 0
+        for (i, l) in lines.enumerated() where last[l.key] == i {
+            if keep.contains(l.key) { out += l.text; out.append(0x0a) } else { removed += 1 }
+        }
+        try Self.writeDurably(out, to: path(f))
+        lengths[f] = UInt64(out.count)
+        return removed
     }
 
     public func truncate(_ s: SyncStream) throws -> Int {
-        try append(Self.file(s), ["_postgate_truncate": true])
+        try append(file(s)) { $0.append(Array(#"{"_postgate_truncate":true}"#.utf8) + [0x0a]) }
         return 0
+    }
+
+    public func takeOutcomes() -> [StreamID: Outcomes] {
+        defer { committedOutcomes = [:] }
+        return committedOutcomes
     }
 
     public func commit(states newStates: [(key: String, message: JSONValue)]) throws {
@@ -154,16 +311,23 @@ public final class JSONLDestination: SyncDestination {
         renames = []
         for (k, m) in newStates { states[k] = m == .null ? nil : m }
         let doc: JSONValue = ["states": .object(JSONObject(states.keys.sorted().map { ($0, states[$0]!) })),
-                              "files": .object(JSONObject(lengths.keys.sorted().map { ($0, .number(String(lengths[$0]!))) }))]
+                              "files": .object(JSONObject(lengths.keys.sorted().map { ($0, .number(String(lengths[$0]!))) })),
+                              "tables": .array(assignments.values.sorted { $0.table < $1.table }.map(\.json))]
         var w = JSONWriter()
         w.value(doc)
         try Self.writeDurably(w.bytes, to: path(Self.stateFile))
         fsyncDirectory()
+        committedAssignments = assignments
+        for (k, o) in outcomes { committedOutcomes[k, default: Outcomes()].add(o) }
+        outcomes = [:]
     }
 
     public func rollback() {
-        pending = [:]
+        for (k, _) in pending { pending[k]?.removeAll() }
         renames = []
+        outcomes = [:]
+        present = [:]
+        assignments = committedAssignments
         // Bytes written since the last commit are cut off, so the files end at their committed length.
         for (f, h) in handles {
             let length = lengths[f] ?? 0

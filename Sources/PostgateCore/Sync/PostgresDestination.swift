@@ -1,53 +1,43 @@
 import Foundation
 import Logging
 
-/// Applies the stream to a PostgreSQL database through libpq: COPY for bulk loads, batched
-/// upserts (COPY into a temporary table, then one INSERT ... ON CONFLICT) and deletes by key.
-/// Each stream lands in a table of the same schema and name; state lives in `_postgate.state`.
-public final class PostgresDestination: SyncDestination {
+/// Applies the stream to a PostgreSQL database through libpq. Full refreshes stream the source's
+/// COPY text into `COPY ... FROM STDIN`; merges are collapsed per key and applied in batches
+/// (COPY into a temporary table, then one DELETE and one INSERT ... ON CONFLICT); state and table
+/// assignments live in schema `_postgate`, where no stream lands.
+final class PostgresDriver: TableDriver {
     let conn: PGConnection
     let logger: Logger
-    var inTransaction = false
-    /// Per stream, built once: the table's columns (growing when the source adds one) and names.
-    final class Target {
-        var columns: [SyncStream.Column]
-        var columnNames: [String]
-        var names: Set<String>
-        let qualified: String
-        let staging: String
-        init(_ s: SyncStream) {
-            columns = s.columns
-            columnNames = s.columns.map(\.name)
-            names = Set(columnNames)
-            qualified = "\(PostgresDestination.q(s.namespace)).\(PostgresDestination.q(s.name))"
-            staging = "\(PostgresDestination.q(s.namespace)).\(PostgresDestination.q(s.name + DestinationNaming.stagingSuffix))"
+    let label: String
+    let naming = NamingRules(foldsCase: false, hasSchemas: true, maxBytes: 63)
+
+    /// Rows waiting to be copied into one table (full-refresh loads and appends).
+    var copyTarget: String?
+    var copyData = ByteBuffer(capacity: 1 << 16)
+    /// Merges waiting for one table, the newest operation per key.
+    var batch: Batch?
+    /// Temporary tables made in this session, by purpose and table.
+    var temps: [String: String] = [:]
+    var schemas: Set<String> = []
+
+    final class Batch {
+        let table: TableRef
+        let fields: [DestColumn]
+        let key: [Int]
+        var upserts: [[UInt8]: [UInt8]] = [:]
+        var deletes: [[UInt8]: [UInt8]] = [:]
+        var bytes = 0
+        init(table: TableRef, fields: [DestColumn], key: [Int]) {
+            self.table = table
+            self.fields = fields
+            self.key = key
         }
-        func add(_ c: SyncStream.Column) {
-            columns.append(c)
-            columnNames.append(c.name)
-            names.insert(c.name)
+        func matches(_ t: TableRef, _ f: [DestColumn], _ k: [Int]) -> Bool {
+            table == t && key == k && fields.count == f.count && zip(fields, f).allSatisfy { $0.name == $1.name }
         }
     }
-    var targets: [StreamID: Target] = [:]
 
-    func target(_ s: SyncStream) -> Target {
-        if let t = targets[s.id] { return t }
-        let t = Target(s)
-        targets[s.id] = t
-        return t
-    }
-    /// Rows waiting to be copied, per target: full-refresh loads and appends.
-    var copyRows: [String: (table: String, columns: [String], data: [UInt8])] = [:]
-    /// Upserts waiting, per stream: the newest row per key wins within a batch.
-    var upserts: [StreamID: (stream: SyncStream, rows: [String: [String?]], order: [String])] = [:]
-    var batchTables: [StreamID: String] = [:]
-    /// Outcomes of batched upserts not yet reported (applied at flush).
-    public private(set) var flushedOutcomes: [StreamID: (inserted: Int, updated: Int, unchanged: Int)] = [:]
-
-    public let label: String
-
-    /// Connects with the parsed destination's keywords; libpq never parses the user's text.
-    public init(connInfo: PostgresConnInfo, logger: Logger) throws {
+    init(connInfo: PostgresConnInfo, logger: Logger) throws {
         self.logger = logger
         label = connInfo.description
         do {
@@ -55,326 +45,374 @@ public final class PostgresDestination: SyncDestination {
             try conn.query("SET client_min_messages = warning")
             try conn.query("CREATE SCHEMA IF NOT EXISTS _postgate")
             try conn.query("CREATE TABLE IF NOT EXISTS _postgate.state (key text PRIMARY KEY, message jsonb NOT NULL)")
+            try conn.query("CREATE TABLE IF NOT EXISTS _postgate.tables (namespace text NOT NULL, name text NOT NULL, assignment jsonb NOT NULL, PRIMARY KEY (namespace, name))")
         } catch let e {
             throw SyncError.destination("PostgreSQL destination: \(e.description)", e)
         }
     }
 
+    deinit { copyData.deallocate() }
+
     static func q(_ s: String) -> String { PGConnection.quoteIdentifier(s) }
 
-    func table(_ s: SyncStream, staging: Bool = false) -> String {
-        staging ? target(s).staging : target(s).qualified
-    }
-
-    func exec(_ what: String, _ sql: String, _ params: [String?] = []) throws -> PGResult {
+    @discardableResult
+    func exec(_ what: @autoclosure () -> String, _ sql: String, _ params: [String?] = []) throws -> PGResult {
         do { return try conn.query(sql, params) } catch let e {
-            throw SyncError.destination("PostgreSQL destination: \(what): \(e.description)", e)
+            throw SyncError.destination("PostgreSQL destination: \(what()): \(e.description)", e)
         }
     }
 
-    func begin() throws {
-        if !inTransaction {
-            _ = try exec("BEGIN", "BEGIN")
-            inTransaction = true
+    func copyIn(_ what: @autoclosure () -> String, _ sql: String, _ data: UnsafeRawBufferPointer) throws {
+        do { _ = try conn.copyIn(sql, data: data) } catch let e as PostgresError {
+            throw SyncError.destination("PostgreSQL destination: \(what()): \(e.description)", e)
         }
     }
 
-    public func committedState() throws -> [JSONValue] {
+    func readBookkeeping() throws -> (states: [JSONValue], assignments: [TableAssignment]) {
         let r = try exec("reading saved state", "SELECT message::text AS m FROM _postgate.state ORDER BY key")
-        return try (0..<r.rowCount).map { i in
+        let states = try (0..<r.rowCount).map { i in
             do { return try JSONParser.parse(r.string(i, "m") ?? "null") } catch {
                 throw SyncError.destination("saved state in _postgate.state is not valid JSON; delete its rows to sync from scratch")
             }
         }
+        let t = try exec("reading table assignments", "SELECT assignment::text AS a FROM _postgate.tables ORDER BY namespace, name")
+        let assignments = try (0..<t.rowCount).map { i in
+            guard let v = try? JSONParser.parse(t.string(i, "a") ?? ""), let a = TableAssignment(json: v) else {
+                throw SyncError.destination("a row of _postgate.tables is not a table assignment; delete its rows (and the synced tables) to sync from scratch")
+            }
+            return a
+        }
+        return (states, assignments)
     }
 
-    static let keptTypes: Set<String> = ["int2", "int4", "int8", "float4", "float8", "numeric", "bool", "date", "time", "timetz",
-                                         "timestamp", "timestamptz", "uuid", "inet", "cidr", "macaddr", "macaddr8", "interval", "bytea",
-                                         "json", "jsonb", "text", "varchar", "bpchar"]
+    func begin() throws { try exec("BEGIN", "BEGIN") }
 
-    static func declaredType(_ c: SyncStream.Column) -> String {
-        if let t = c.sourceType, keptTypes.contains(t), c.kind != .json || t == "json" || t == "jsonb" {
-            switch t {
-            case "varchar", "bpchar": return "text"
-            case "int2", "int4": return "integer"
-            case "int8": return "bigint"
-            default: return t
+    /// Sends everything waiting (copies and merges).
+    func flush() throws {
+        try flushCopy()
+        try flushBatch()
+    }
+
+    /// Outcomes per table since the last `takeOutcomes`.
+    var outcomes: [TableRef: Outcomes] = [:]
+
+    func takeOutcomes() -> [TableRef: Outcomes] {
+        defer { outcomes = [:] }
+        return outcomes
+    }
+
+    func commit(states: [(key: String, message: JSONValue)], assignments: [TableAssignment]) throws {
+        try flush()
+        for (k, m) in states {
+            if m == .null {
+                try exec("saving state", "DELETE FROM _postgate.state WHERE key = $1", [k])
+            } else {
+                try exec("saving state", "INSERT INTO _postgate.state (key, message) VALUES ($1, $2::jsonb) ON CONFLICT (key) DO UPDATE SET message = excluded.message", [k, m.jsonText])
             }
         }
-        switch c.kind {
-        case .integer: return "bigint"
-        case .real: return "double precision"
-        case .numeric: return "numeric"
-        case .boolean: return "boolean"
-        case .json: return "jsonb"
-        case .bytes: return "bytea"
-        case .date: return "date"
-        case .time: return "time"
-        case .timestamp: return "timestamp"
-        case .timestamptz: return "timestamptz"
-        case .text: return "text"
+        for a in assignments {
+            try exec("saving table assignments", "INSERT INTO _postgate.tables (namespace, name, assignment) VALUES ($1, $2, $3::jsonb) ON CONFLICT (namespace, name) DO UPDATE SET assignment = excluded.assignment",
+                     [a.stream.namespace, a.stream.name, a.json.jsonText])
         }
+        try exec("committing", "COMMIT")
     }
 
-    func createSQL(_ name: String, _ s: SyncStream) -> String {
-        var parts = s.columns.map { "\(Self.q($0.name)) \(Self.declaredType($0))" }
-        if !s.primaryKey.isEmpty { parts.append("PRIMARY KEY (\(s.primaryKey.map(Self.q).joined(separator: ", ")))") }
-        return "CREATE TABLE \(name) (\(parts.joined(separator: ", ")))"
+    func rollback() {
+        copyTarget = nil
+        copyData.removeAll()
+        batch = nil
+        outcomes = [:]
+        _ = try? conn.query("ROLLBACK")
+        // Temporary tables made in the abandoned transaction are gone.
+        temps = [:]
+        schemas = []
     }
 
-    func existingColumns(_ s: SyncStream, staging: Bool = false) throws -> [String]? {
-        let r = try exec("inspecting \(s.id)", "SELECT a.attname AS n FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                         [table(s, staging: staging)])
+    func columns(of t: TableRef) throws -> [String]? {
+        try flush()
+        let r = try exec("inspecting \(t.name)", "SELECT a.attname AS n FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum", [t.quoted])
         let names = (0..<r.rowCount).compactMap { r.string($0, "n") }
         return names.isEmpty ? nil : names
     }
 
-    public func prepare(_ streams: [SyncStream]) throws {
-        try begin()
-        for s in streams {
-            targets[s.id] = Target(s)
-            _ = try exec("creating schema \(s.namespace)", "CREATE SCHEMA IF NOT EXISTS \(Self.q(s.namespace))")
-            if s.mode == .fullRefresh { continue }
-            if let have = try existingColumns(s) {
-                for c in s.columns where !have.contains(c.name) {
-                    _ = try exec("adding a column", "ALTER TABLE \(table(s)) ADD COLUMN \(Self.q(c.name)) \(Self.declaredType(c))")
+    static func type(_ c: DestColumn) -> String { DestinationTypes.postgres(c.encoding, c.type) }
+
+    func create(_ t: TableRef, columns: [DestColumn], key: [String]) throws {
+        try flush()
+        if let s = t.schema, !schemas.contains(s) {
+            try exec("creating schema \(s)", "CREATE SCHEMA IF NOT EXISTS \(Self.q(s))")
+            schemas.insert(s)
+        }
+        var parts = columns.map { "\(Self.q($0.name)) \(Self.type($0))" }
+        if !key.isEmpty { parts.append("PRIMARY KEY (\(key.map(Self.q).joined(separator: ", ")))") }
+        try exec("creating \(t.name)", "CREATE TABLE \(t.quoted) (\(parts.joined(separator: ", ")))")
+    }
+
+    func addColumn(_ t: TableRef, _ c: DestColumn) throws {
+        try flush()
+        try exec("adding column \(c.name)", "ALTER TABLE \(t.quoted) ADD COLUMN IF NOT EXISTS \(Self.q(c.name)) \(Self.type(c))")
+        temps = temps.filter { !$0.key.hasSuffix(t.quoted) }
+    }
+
+    func drop(_ t: TableRef) throws {
+        try flush()
+        try exec("dropping \(t.name)", "DROP TABLE IF EXISTS \(t.quoted)")
+    }
+
+    func replace(_ t: TableRef, with staging: TableRef) throws {
+        try flush()
+        try exec("replacing \(t.name)", "DROP TABLE IF EXISTS \(t.quoted)")
+        try exec("replacing \(t.name)", "ALTER TABLE \(staging.quoted) RENAME TO \(Self.q(t.name))")
+    }
+
+    func deleteAll(_ t: TableRef) throws -> Int {
+        try flush()
+        let n = try exec("truncating \(t.name)", "DELETE FROM \(t.quoted)").affectedRows
+        outcomes[t, default: Outcomes()].deleted += n
+        return n
+    }
+
+    // MARK: copies
+
+    func copyStatement(_ t: TableRef, _ fields: [DestColumn]) -> String {
+        "COPY \(t.quoted) (\(fields.map { Self.q($0.name) }.joined(separator: ", "))) FROM STDIN"
+    }
+
+    func beginCopy(_ sql: String) throws {
+        if copyTarget != sql {
+            try flushCopy()
+            try flushBatch()
+            copyTarget = sql
+        }
+    }
+
+    func flushCopy() throws {
+        guard let sql = copyTarget, copyData.count > 0 else { copyTarget = nil; return }
+        copyTarget = nil
+        try copyIn("loading rows", sql, copyData.bytes)
+        copyData.removeAll()
+    }
+
+    func load(_ t: TableRef, fields: [DestColumn], layout: FieldLayout, copyText: [UInt8]) throws {
+        try beginCopy(copyStatement(t, fields))
+        let shape = layout.shape
+        if shape.allEmitted && shape.cdcStamp == nil {
+            // The source's COPY text is this COPY's input as it stands.
+            copyText.withUnsafeBytes { copyData.append($0) }
+        } else if shape.allEmitted, let stamp = shape.cdcStamp {
+            var tail = ByteBuffer(capacity: 64)
+            defer { tail.deallocate() }
+            tail.append(0x09)
+            tail.append(Array(String(stamp.lsn.value).utf8))
+            tail.append(0x09)
+            tail.append(Array(stamp.time.utf8))
+            tail.append(0x0a)
+            try CopyText.forEachRow(copyText) { row in
+                copyData.append(UnsafeRawBufferPointer(rebasing: row[0..<(row.count - 1)]))
+                copyData.append(tail.bytes)
+            }
+        } else {
+            var rows = FieldRows(layout: layout)
+            try CopyText.forEachRow(copyText) { try rows.appendCopyRow($0) }
+            rows.withArena { arena in
+                for r in 0..<rows.count { Self.appendCopyLine(rows, r, Array(0..<fields.count), arena, to: &copyData) }
+            }
+        }
+        if copyData.count >= 8 << 20 { try flushCopy() }
+    }
+
+    static func appendCopyLine(_ rows: FieldRows, _ r: Int, _ fields: [Int], _ arena: UnsafeRawBufferPointer, to out: inout ByteBuffer) {
+        for (j, f) in fields.enumerated() {
+            if j > 0 { out.append(0x09) }
+            if let v = rows.field(r, f, arena) { CopyText.appendEscaped(v, to: &out) } else { out.append(0x5c); out.append(UInt8(ascii: "N")) }
+        }
+        out.append(0x0a)
+    }
+
+    // MARK: merges
+
+    func apply(_ t: TableRef, fields: [DestColumn], key: [Int], rows: FieldRows) throws {
+        var o = Outcomes()
+        defer { outcomes[t, default: Outcomes()].add(o) }
+        if key.isEmpty {
+            for r in 0..<rows.count {
+                if rows.ops[r] == .upsert {
+                    try beginCopy(copyStatement(t, fields))
+                    rows.withArena { Self.appendCopyLine(rows, r, Array(0..<fields.count), $0, to: &copyData) }
+                    o.appended += 1
+                } else {
+                    o.add(try deleteOne(t, fields, rows, r))
                 }
+            }
+            return
+        }
+        try flushCopy()
+        if let b = batch, !b.matches(t, fields, key) { try flushBatch() }
+        let b = batch ?? Batch(table: t, fields: fields, key: key)
+        batch = b
+        var line = ByteBuffer(capacity: 256)
+        defer { line.deallocate() }
+        try rows.withArena { arena in
+            for r in 0..<rows.count {
+                let k = Self.keyBytes(rows, r, key, arena)
+                if rows.ops[r] == .delete {
+                    line.removeAll()
+                    Self.appendCopyLine(rows, r, key, arena, to: &line)
+                    b.upserts[k] = nil
+                    b.deletes[k] = Array(line.bytes)
+                    b.bytes += line.count
+                } else if (0..<fields.count).contains(where: { rows.isAbsent(r, $0) }) {
+                    // A row without its unchanged TOAST values updates only what it carries.
+                    try flushBatch()
+                    o.add(try partial(t, fields, key, rows, r, arena))
+                    batch = b
+                } else {
+                    line.removeAll()
+                    Self.appendCopyLine(rows, r, Array(0..<fields.count), arena, to: &line)
+                    b.upserts[k] = Array(line.bytes)
+                    b.bytes += line.count
+                }
+            }
+        }
+        if b.bytes >= 8 << 20 || b.upserts.count + b.deletes.count >= 50_000 { try flushBatch() }
+    }
+
+    static func keyBytes(_ rows: FieldRows, _ r: Int, _ key: [Int], _ arena: UnsafeRawBufferPointer) -> [UInt8] {
+        var k: [UInt8] = []
+        for f in key {
+            if let v = rows.field(r, f, arena) {
+                withUnsafeBytes(of: UInt32(v.count)) { k.append(contentsOf: $0) }
+                k.append(contentsOf: v)
             } else {
-                _ = try exec("creating \(s.id)", createSQL(table(s), s))
+                k.append(contentsOf: [0xff, 0xff, 0xff, 0xff])
             }
         }
-        try commitTransaction()
+        return k
     }
 
-    public func hasStaging(_ s: SyncStream) throws -> Bool { try existingColumns(s, staging: true) != nil }
-
-    public func startFullRefresh(_ s: SyncStream, resume: Bool) throws {
-        try begin()
-        if resume, try existingColumns(s, staging: true) != nil { return }
-        _ = try exec("starting a full refresh", "DROP TABLE IF EXISTS \(table(s, staging: true))")
-        _ = try exec("starting a full refresh", createSQL(table(s, staging: true), s))
-    }
-
-    /// A value in PostgreSQL's text input form (nil for NULL).
-    static func text(_ v: JSONValue?) -> String? {
-        switch v {
-        case nil, .null?: return nil
-        case .bool(let b)?: return b ? "true" : "false"
-        case .number(let n)?: return n
-        case .string(let s)?: return s
-        case let other?: return other.jsonText
+    func temp(_ purpose: String, _ t: TableRef, _ columns: String) throws -> String {
+        let id = purpose + t.quoted
+        if let name = temps[id] {
+            try exec("batching", "TRUNCATE \(name)")
+            return name
         }
+        let name = Self.q("_postgate_\(purpose)_\(temps.count)")
+        try exec("batching", "DROP TABLE IF EXISTS pg_temp.\(name)")
+        try exec("batching", "CREATE TEMP TABLE \(name) AS SELECT \(columns) FROM \(t.quoted) WITH NO DATA")
+        temps[id] = name
+        return name
     }
 
-    static func appendCopyField(_ v: String?, to out: inout [UInt8]) {
-        guard let v else { out.append(contentsOf: Array("\\N".utf8)); return }
-        for b in v.utf8 {
-            switch b {
-            case 0x5c: out.append(0x5c); out.append(0x5c)
-            case 0x0a: out.append(0x5c); out.append(UInt8(ascii: "n"))
-            case 0x0d: out.append(0x5c); out.append(UInt8(ascii: "r"))
-            case 0x09: out.append(0x5c); out.append(UInt8(ascii: "t"))
-            default: out.append(b)
+    /// Applies the waiting merges: deletes first, then upserts (a key has one of the two).
+    func flushBatch() throws {
+        guard let b = batch else { return }
+        batch = nil
+        var o = Outcomes()
+        defer { outcomes[b.table, default: Outcomes()].add(o) }
+        let names = b.fields.map { Self.q($0.name) }
+        let keyNames = b.key.map { names[$0] }
+        if !b.deletes.isEmpty {
+            let tmp = try temp("del", b.table, keyNames.joined(separator: ", "))
+            var data = ByteBuffer(capacity: b.deletes.count * 16)
+            defer { data.deallocate() }
+            for (_, line) in b.deletes { data.append(line) }
+            try copyIn("deleting from \(b.table.name)", "COPY \(tmp) (\(keyNames.joined(separator: ", "))) FROM STDIN", data.bytes)
+            let n = try exec("deleting from \(b.table.name)", "DELETE FROM \(b.table.quoted) AS t USING \(tmp) d WHERE " + keyNames.map { "t.\($0) = d.\($0)" }.joined(separator: " AND ")).affectedRows
+            o.deleted += n
+            o.unchanged += b.deletes.count - n
+        }
+        if !b.upserts.isEmpty {
+            let list = names.joined(separator: ", ")
+            let tmp = try temp("up", b.table, list)
+            var data = ByteBuffer(capacity: b.bytes)
+            defer { data.deallocate() }
+            for (_, line) in b.upserts { data.append(line) }
+            try copyIn("merging into \(b.table.name)", "COPY \(tmp) (\(list)) FROM STDIN", data.bytes)
+            let isKey = Set(b.key)
+            let updatable = b.fields.indices.filter { !isKey.contains($0) }
+            let compared = updatable.filter { !b.fields[$0].name.hasPrefix("_ab_cdc_") }
+            var sql = "INSERT INTO \(b.table.quoted) AS t (\(list)) SELECT \(list) FROM \(tmp) ON CONFLICT (\(keyNames.joined(separator: ", "))) "
+            if updatable.isEmpty {
+                sql += "DO NOTHING"
+            } else {
+                sql += "DO UPDATE SET " + updatable.map { "\(names[$0]) = excluded.\(names[$0])" }.joined(separator: ", ")
+                if !compared.isEmpty {
+                    sql += " WHERE (" + compared.map { "t.\(names[$0])" }.joined(separator: ", ") + ", NULL) IS DISTINCT FROM ("
+                        + compared.map { "excluded.\(names[$0])" }.joined(separator: ", ") + ", NULL)"
+                }
             }
+            sql += " RETURNING (xmax = 0) AS inserted"
+            let r = try exec("merging into \(b.table.name)", sql)
+            var ins = 0
+            for i in 0..<r.rowCount where r.bool(i, "inserted") == true { ins += 1 }
+            o.inserted += ins
+            o.updated += r.rowCount - ins
+            o.unchanged += b.upserts.count - r.rowCount
         }
     }
 
-    func queueCopy(_ target: String, columns: [String], values: [String?]) throws {
-        var entry = copyRows[target] ?? (target, columns, [])
-        if entry.columns != columns {
-            try flushCopy(target)
-            entry = (target, columns, [])
-        }
-        for (i, v) in values.enumerated() {
-            if i > 0 { entry.data.append(0x09) }
-            Self.appendCopyField(v, to: &entry.data)
-        }
-        entry.data.append(0x0a)
-        copyRows[target] = entry
-        if entry.data.count >= 4 << 20 { try flushCopy(target) }
+    func params(_ rows: FieldRows, _ r: Int, _ fields: [Int], _ arena: UnsafeRawBufferPointer) -> [String?] {
+        fields.map { f in rows.field(r, f, arena).map { String(decoding: $0, as: UTF8.self) } }
     }
 
-    func flushCopy(_ target: String) throws {
-        guard let e = copyRows[target], !e.data.isEmpty else { return }
-        copyRows[target] = nil
-        do {
-            _ = try e.data.withUnsafeBytes { try conn.copyIn("COPY \(e.table) (\(e.columns.map(Self.q).joined(separator: ", "))) FROM STDIN", data: $0) }
-        } catch let err as PostgresError {
-            throw SyncError.destination("PostgreSQL destination: loading \(e.table): \(err.description)", err)
-        }
+    func partial(_ t: TableRef, _ fields: [DestColumn], _ key: [Int], _ rows: FieldRows, _ r: Int, _ arena: UnsafeRawBufferPointer) throws -> Outcomes {
+        let present = fields.indices.filter { !rows.isAbsent(r, $0) }
+        let names = present.map { Self.q(fields[$0].name) }
+        let marks = present.enumerated().map { "$\($0.offset + 1)::\(Self.type(fields[$0.element]))" }.joined(separator: ", ")
+        let isKey = Set(key)
+        let updatable = present.filter { !isKey.contains($0) }
+        var sql = "INSERT INTO \(t.quoted) AS t (\(names.joined(separator: ", "))) VALUES (\(marks)) ON CONFLICT (\(key.map { Self.q(fields[$0].name) }.joined(separator: ", "))) "
+        sql += updatable.isEmpty ? "DO NOTHING" : "DO UPDATE SET " + updatable.map { "\(Self.q(fields[$0].name)) = excluded.\(Self.q(fields[$0].name))" }.joined(separator: ", ")
+        sql += " RETURNING (xmax = 0) AS inserted"
+        let res = try exec("updating \(t.name)", sql, params(rows, r, present, arena))
+        var o = Outcomes()
+        if res.rowCount == 0 { o.unchanged += 1 } else if res.bool(0, "inserted") == true { o.inserted += 1 } else { o.updated += 1 }
+        return o
     }
 
-    public func load(_ s: SyncStream, _ r: SyncRecord) throws {
-        try begin()
-        let t = target(s)
-        try queueCopy(t.staging, columns: t.columnNames, values: t.columns.map { Self.text(r.data[$0.name]) })
+    /// Without a key: removes one row equal to the old row CDC sent.
+    func deleteOne(_ t: TableRef, _ fields: [DestColumn], _ rows: FieldRows, _ r: Int) throws -> Outcomes {
+        try flushCopy()
+        let present = fields.indices.filter { !rows.isAbsent(r, $0) && !fields[$0].name.hasPrefix("_ab_cdc_") }
+        var o = Outcomes()
+        guard !present.isEmpty else { o.unchanged += 1; return o }
+        let cond = present.enumerated().map { "\(Self.q(fields[$0.element].name)) IS NOT DISTINCT FROM $\($0.offset + 1)::\(Self.type(fields[$0.element]))" }.joined(separator: " AND ")
+        let values = rows.withArena { params(rows, r, present, $0) }
+        let n = try exec("deleting from \(t.name)", "DELETE FROM \(t.quoted) WHERE ctid = (SELECT ctid FROM \(t.quoted) WHERE \(cond) LIMIT 1)", values).affectedRows
+        if n > 0 { o.deleted += 1 } else { o.unchanged += 1 }
+        return o
     }
 
-    public func finishFullRefresh(_ s: SyncStream) throws {
-        try flushCopy(table(s, staging: true))
-        _ = try exec("replacing \(s.id)", "DROP TABLE IF EXISTS \(table(s))")
-        _ = try exec("replacing \(s.id)", "ALTER TABLE \(table(s, staging: true)) RENAME TO \(Self.q(s.name))")
-    }
+    // MARK: reconciliation
 
-    func widen(_ s: SyncStream, _ r: SyncRecord) throws -> [SyncStream.Column] {
-        let t = target(s)
-        guard r.data.entries.contains(where: { !t.names.contains($0.key) && $0.key != "_ab_cdc_deleted_at" }) else { return t.columns }
-        let added = r.data.entries.filter { !t.names.contains($0.key) && $0.key != "_ab_cdc_deleted_at" }
-        try flush(s)
-        for (k, v) in added {
-            let kind = ColumnKind(inferredFrom: v)
-            let c = SyncStream.Column(name: k, kind: kind, sourceType: nil)
-            // IF NOT EXISTS: the table may have it already (added before a rollback emptied this cache).
-            _ = try exec("adding column \(k)", "ALTER TABLE \(table(s)) ADD COLUMN IF NOT EXISTS \(Self.q(k)) \(Self.declaredType(c))")
-            logger.info("\(s.id): added column \(k) (new at the source)")
-            t.add(c)
-        }
-        batchTables[s.id] = nil
-        return t.columns
-    }
-
-    /// Applies what is batched for one stream.
-    func flush(_ s: SyncStream) throws {
-        try flushCopy(table(s))
-        guard let batch = upserts[s.id], !batch.rows.isEmpty else { return }
-        upserts[s.id] = nil
-        let cols = target(s).columns
+    func addPresentKeys(_ t: TableRef, fields: [DestColumn], rows: FieldRows) throws {
+        try flush()
+        let list = fields.map { Self.q($0.name) }.joined(separator: ", ")
+        let id = "keys" + t.quoted
         let tmp: String
-        if let t = batchTables[s.id] {
-            tmp = t
-            _ = try exec("batching", "TRUNCATE \(tmp)")
-        } else {
-            tmp = Self.q("_postgate_batch_\(batchTables.count)_\(UInt32.random(in: 0...UInt32.max))")
-            _ = try exec("batching", "CREATE TEMP TABLE \(tmp) (LIKE \(table(s)))")
-            batchTables[s.id] = tmp
+        if let name = temps[id] { tmp = name } else { tmp = try temp("keys", t, list) }
+        var data = ByteBuffer(capacity: rows.count * 16 + 16)
+        defer { data.deallocate() }
+        rows.withArena { arena in
+            for r in 0..<rows.count { Self.appendCopyLine(rows, r, Array(0..<fields.count), arena, to: &data) }
         }
-        var data: [UInt8] = []
-        for k in batch.order {
-            guard let values = batch.rows[k] else { continue }
-            for (i, v) in values.enumerated() {
-                if i > 0 { data.append(0x09) }
-                Self.appendCopyField(v, to: &data)
-            }
-            data.append(0x0a)
-        }
-        let names = cols.map { Self.q($0.name) }.joined(separator: ", ")
-        do {
-            _ = try data.withUnsafeBytes { try conn.copyIn("COPY \(tmp) (\(names)) FROM STDIN", data: $0) }
-        } catch let err as PostgresError {
-            throw SyncError.destination("PostgreSQL destination: batching \(s.id): \(err.description)", err)
-        }
-        let updatable = cols.filter { !s.primaryKey.contains($0.name) }
-        let compared = updatable.filter { !$0.name.hasPrefix("_ab_cdc_") }
-        var sql = "INSERT INTO \(table(s)) AS t (\(names)) SELECT \(names) FROM \(tmp) ON CONFLICT (\(s.primaryKey.map(Self.q).joined(separator: ", "))) "
-        if updatable.isEmpty {
-            sql += "DO NOTHING"
-        } else {
-            sql += "DO UPDATE SET " + updatable.map { "\(Self.q($0.name)) = excluded.\(Self.q($0.name))" }.joined(separator: ", ")
-            if !compared.isEmpty {
-                sql += " WHERE (" + compared.map { "t.\(Self.q($0.name))" }.joined(separator: ", ") + ", NULL) IS DISTINCT FROM ("
-                    + compared.map { "excluded.\(Self.q($0.name))" }.joined(separator: ", ") + ", NULL)"
-            }
-        }
-        sql += " RETURNING (xmax = 0) AS inserted"
-        let r = try exec("merging \(s.id)", sql)
-        var o = flushedOutcomes[s.id] ?? (0, 0, 0)
-        var ins = 0
-        for i in 0..<r.rowCount where r.bool(i, "inserted") == true { ins += 1 }
-        o.inserted += ins
-        o.updated += r.rowCount - ins
-        o.unchanged += batch.rows.count - r.rowCount
-        flushedOutcomes[s.id] = o
+        try copyIn("listing present keys", "COPY \(tmp) (\(list)) FROM STDIN", data.bytes)
     }
 
-    /// Takes (and clears) the outcomes of batched upserts applied so far.
-    public func takeBatchedOutcomes() -> [StreamID: (inserted: Int, updated: Int, unchanged: Int)] {
-        defer { flushedOutcomes = [:] }
-        return flushedOutcomes
+    func prune(_ t: TableRef, keyColumns: [String]) throws -> Int {
+        try flush()
+        guard let tmp = temps["keys" + t.quoted] else { return 0 }
+        temps["keys" + t.quoted] = nil
+        let match = keyColumns.map { "k.\(Self.q($0)) = s.\(Self.q($0))" }.joined(separator: " AND ")
+        let n = try exec("removing rows deleted at the source", "DELETE FROM \(t.quoted) AS s WHERE NOT EXISTS (SELECT 1 FROM \(tmp) k WHERE \(match))").affectedRows
+        try exec("removing rows deleted at the source", "DROP TABLE \(tmp)")
+        return n
     }
+}
 
-    public func merge(_ s: SyncStream, _ r: SyncRecord) throws -> ApplyOutcome {
-        try begin()
-        let cols = try widen(s, r)
-        if s.primaryKey.isEmpty {
-            if r.deleted {
-                try flush(s)
-                let present = cols.filter { r.data[$0.name] != nil && !$0.name.hasPrefix("_ab_cdc_") }
-                guard !present.isEmpty else { return .unchanged }
-                let cond = present.enumerated().map { "\(Self.q($1.name)) IS NOT DISTINCT FROM $\($0 + 1)::\(Self.declaredType($1))" }.joined(separator: " AND ")
-                let res = try exec("deleting from \(s.id)", "DELETE FROM \(table(s)) WHERE ctid = (SELECT ctid FROM \(table(s)) WHERE \(cond) LIMIT 1)", present.map { Self.text(r.data[$0.name]) })
-                return res.affectedRows > 0 ? .deleted : .unchanged
-            }
-            try queueCopy(table(s), columns: target(s).columnNames, values: cols.map { Self.text(r.data[$0.name]) })
-            return .appended
-        }
-        let keyValues = s.primaryKey.map { Self.text(r.data[$0]) }
-        if r.deleted {
-            try flush(s)
-            let cond = s.primaryKey.enumerated().map { "\(Self.q($1)) = $\($0 + 1)" }.joined(separator: " AND ")
-            let res = try exec("deleting from \(s.id)", "DELETE FROM \(table(s)) WHERE \(cond)", keyValues)
-            return res.affectedRows > 0 ? .deleted : .unchanged
-        }
-        if r.omitted.isEmpty {
-            let key = keyValues.map { $0 ?? "\u{0}" }.joined(separator: "\u{1}")
-            var batch = upserts[s.id] ?? (s, [:], [])
-            if batch.rows[key] == nil { batch.order.append(key) }
-            batch.rows[key] = cols.map { Self.text(r.data[$0.name]) }
-            upserts[s.id] = batch
-            if batch.rows.count >= 20_000 { try flush(s) }
-            return .batched
-        }
-        // A partial row (unchanged TOAST columns left out): update only what it carries.
-        try flush(s)
-        let present = cols.filter { r.data[$0.name] != nil && !r.omitted.contains($0.name) }
-        let names = present.map { Self.q($0.name) }.joined(separator: ", ")
-        let marks = present.enumerated().map { "$\($0.offset + 1)::\(Self.declaredType($0.element))" }.joined(separator: ", ")
-        let updatable = present.filter { !s.primaryKey.contains($0.name) }
-        var sql = "INSERT INTO \(table(s)) AS t (\(names)) VALUES (\(marks)) ON CONFLICT (\(s.primaryKey.map(Self.q).joined(separator: ", "))) "
-        sql += updatable.isEmpty ? "DO NOTHING" : "DO UPDATE SET " + updatable.map { "\(Self.q($0.name)) = excluded.\(Self.q($0.name))" }.joined(separator: ", ")
-        sql += " RETURNING (xmax = 0) AS inserted"
-        let res = try exec("updating \(s.id)", sql, present.map { Self.text(r.data[$0.name]) })
-        if res.rowCount == 0 { return .unchanged }
-        return res.bool(0, "inserted") == true ? .inserted : .updated
-    }
-
-    public func truncate(_ s: SyncStream) throws -> Int {
-        try begin()
-        try flush(s)
-        return try exec("truncating \(s.id)", "DELETE FROM \(table(s))").affectedRows
-    }
-
-    func flushAll() throws {
-        for target in Array(copyRows.keys) { try flushCopy(target) }
-        for (_, b) in upserts { try flush(b.stream) }
-    }
-
-    public func commit(states: [(key: String, message: JSONValue)]) throws {
-        try begin()
-        try flushAll()
-        for (k, m) in states {
-            if m == .null {
-                _ = try exec("saving state", "DELETE FROM _postgate.state WHERE key = $1", [k])
-            } else {
-                _ = try exec("saving state", "INSERT INTO _postgate.state (key, message) VALUES ($1, $2::jsonb) ON CONFLICT (key) DO UPDATE SET message = excluded.message", [k, m.jsonText])
-            }
-        }
-        try commitTransaction()
-    }
-
-    func commitTransaction() throws {
-        guard inTransaction else { return }
-        _ = try exec("committing", "COMMIT")
-        inTransaction = false
-    }
-
-    public func rollback() {
-        copyRows = [:]
-        upserts = [:]
-        if inTransaction { _ = try? conn.query("ROLLBACK") }
-        inTransaction = false
-        // Temporary batch tables created in the abandoned transaction are gone; table shapes are
-        // learnt again from what is committed.
-        batchTables = [:]
-        targets = [:]
+/// Opens the PostgreSQL destination.
+enum PostgresDestination {
+    static func open(connInfo: PostgresConnInfo, logger: Logger) throws -> SyncDestination {
+        try TableDestination(driver: PostgresDriver(connInfo: connInfo, logger: logger), logger: logger)
     }
 }

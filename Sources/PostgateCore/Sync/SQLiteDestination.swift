@@ -1,334 +1,304 @@
 import Foundation
-import GRDB
 import Logging
 
-/// Applies the stream to a SQLite file (through GRDB). WAL journal with synchronous=FULL: a
-/// committed state and the rows it covers survive a crash together.
-public final class SQLiteDestination: SyncDestination {
-    let queue: DatabaseQueue
+/// Applies the stream to a SQLite file: WAL journal with synchronous=FULL, so a committed state
+/// and the rows it covers survive a crash together. Values are bound by type to prepared
+/// statements (see `DestinationTypes`); one transaction per checkpoint.
+final class SQLiteDriver: TableDriver {
+    let db: SQLiteConnection
     let path: String
-    let logger: Logger
-    /// Each stream's table as it is now (grows when the source adds columns).
-    var tables: [StreamID: Table] = [:]
-    var inTransaction = false
+    var statements: [String: SQLiteStatement] = [:]
+    let naming = NamingRules(foldsCase: true, hasSchemas: false, maxBytes: nil)
+    static let stateTable = "_postgate_state"
+    static let tablesTable = "_postgate_tables"
+    static let keysTable = "temp._postgate_keys"
 
-    /// One stream's table: its columns and prepared statements, reused for every row.
-    final class Table {
-        var columns: [SyncStream.Column]
-        var names: Set<String>
-        var byName: [String: SyncStream.Column]
-        var statements: [String: Statement] = [:]
-        /// The quoted table name and the key columns, used by every merge.
-        let quoted: String
-        var keyColumns: [SyncStream.Column]
-        init(_ s: SyncStream) {
-            columns = s.columns
-            quoted = SQLiteDestination.q(DestinationNaming.table(s))
-            keyColumns = []
-            names = Set(columns.map(\.name))
-            byName = Dictionary(columns.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-            keyColumns = s.primaryKey.map { [byName] k in byName[k] ?? SyncStream.Column(name: k, kind: .text) }
-        }
-        func add(_ c: SyncStream.Column) {
-            columns.append(c)
-            names.insert(c.name)
-            byName[c.name] = c
-            statements = [:]
-        }
-        /// A statement prepared once per table shape.
-        func statement(_ db: Database, _ key: String, _ sql: () -> String) throws -> Statement {
-            if let st = statements[key] { return st }
-            let st = try db.makeStatement(sql: sql())
-            statements[key] = st
-            return st
-        }
-    }
+    var label: String { "sqlite:\(path)" }
 
-    func table(_ s: SyncStream) -> Table {
-        if let t = tables[s.id] { return t }
-        let t = Table(s)
-        tables[s.id] = t
-        return t
-    }
-
-    public var label: String { "sqlite:\(path)" }
-
-    public init(path: String, logger: Logger) throws {
+    init(path: String) throws {
         self.path = path
-        self.logger = logger
-        var config = Configuration()
-        // A transaction stays open from the first write after a commit until the next state.
-        config.allowsUnsafeTransactions = true
-        config.busyMode = .timeout(10)
         do {
-            queue = try DatabaseQueue(path: path, configuration: config)
-            try queue.inDatabase { db in
-                try db.execute(sql: "PRAGMA journal_mode = WAL")
-                try db.execute(sql: "PRAGMA synchronous = FULL")
-                try db.execute(sql: "CREATE TABLE IF NOT EXISTS \(Self.q(DestinationNaming.stateTable)) (key TEXT PRIMARY KEY, message TEXT NOT NULL)")
-            }
+            db = try SQLiteConnection(path: path)
+            try db.execute("PRAGMA journal_mode = WAL")
+            try db.execute("PRAGMA synchronous = FULL")
+            try db.execute("CREATE TABLE IF NOT EXISTS \(Self.stateTable) (key TEXT PRIMARY KEY, message TEXT NOT NULL)")
+            try db.execute("CREATE TABLE IF NOT EXISTS \(Self.tablesTable) (namespace TEXT NOT NULL, name TEXT NOT NULL, assignment TEXT NOT NULL, PRIMARY KEY (namespace, name))")
         } catch {
-            throw SyncError.destination("cannot open SQLite database \(path): \(Self.reason(error))")
+            throw SyncError.destination("cannot open SQLite database \(path): \(error.message)")
         }
     }
 
-    /// SQLite quotes identifiers as PostgreSQL does.
+    func fail(_ what: String, _ e: SQLiteError) -> SyncError {
+        // The file opened, so a failure now is local I/O (disk full, file removed) or unexpected.
+        .destinationFailed("SQLite \(path): \(what): \(e.message)", .system)
+    }
+
+    func run(_ what: @autoclosure () -> String, _ body: () throws -> Void) throws {
+        do { try body() } catch let e as SQLiteError { throw fail(what(), e) }
+    }
+
     static func q(_ name: String) -> String { PGConnection.quoteIdentifier(name) }
 
-    static func reason(_ error: Error) -> String {
-        if let e = error as? DatabaseError { return e.message ?? "\(e.resultCode)" }
-        return "\(error)"
+    func statement(_ key: String, _ sql: () -> String) throws(SQLiteError) -> SQLiteStatement {
+        if let st = statements[key] { return st }
+        let st = try db.prepare(sql())
+        statements[key] = st
+        return st
     }
 
-    func run<T>(_ what: @autoclosure () -> String, _ body: (Database) throws -> T) throws -> T {
-        do {
-            return try queue.inDatabase { db in try body(db) }
-        } catch let e as SyncError {
-            throw e
-        } catch {
-            // The file opened, so a failure now is local I/O (disk full, file removed) or unexpected.
-            throw SyncError.destinationFailed("SQLite \(path): \(what()): \(Self.reason(error))", .system)
-        }
-    }
-
-    func begin(_ db: Database) throws {
-        if !inTransaction {
-            try db.execute(sql: "BEGIN IMMEDIATE")
-            inTransaction = true
-        }
-    }
-
-    public func committedState() throws -> [JSONValue] {
-        try run("reading saved state") { db in
-            try String.fetchAll(db, sql: "SELECT message FROM \(Self.q(DestinationNaming.stateTable)) ORDER BY key").map { text in
-                do { return try JSONParser.parse(text) } catch {
-                    throw SyncError.destination("SQLite \(path): saved state in \(DestinationNaming.stateTable) is not valid JSON (\(error)); delete that table's rows to sync from scratch")
+    func readBookkeeping() throws -> (states: [JSONValue], assignments: [TableAssignment]) {
+        var states: [JSONValue] = []
+        var assignments: [TableAssignment] = []
+        try run("reading saved state") {
+            for row in try db.rows("SELECT message FROM \(Self.stateTable) ORDER BY key") {
+                guard let text = row[0], let v = try? JSONParser.parse(text) else {
+                    throw SQLiteError(code: 0, message: "saved state in \(Self.stateTable) is not valid JSON; delete that table's rows to sync from scratch")
                 }
+                states.append(v)
+            }
+            for row in try db.rows("SELECT assignment FROM \(Self.tablesTable) ORDER BY rowid") {
+                guard let text = row[0], let v = try? JSONParser.parse(text), let a = TableAssignment(json: v) else {
+                    throw SQLiteError(code: 0, message: "a row of \(Self.tablesTable) is not a table assignment; delete the destination to sync from scratch")
+                }
+                assignments.append(a)
             }
         }
+        return (states, assignments)
     }
 
-    static func declaredType(_ k: ColumnKind) -> String {
-        switch k {
-        case .integer: return "INTEGER"
-        case .real: return "REAL"
-        case .numeric: return "NUMERIC"
-        case .boolean: return "BOOLEAN"
-        case .bytes: return "BLOB"
-        case .text, .json, .date, .time, .timestamp, .timestamptz: return "TEXT"
+    func begin() throws { try run("starting a transaction") { try db.execute("BEGIN IMMEDIATE") } }
+
+    func commit(states: [(key: String, message: JSONValue)], assignments: [TableAssignment]) throws {
+        try run("committing") {
+            let put = try statement("state") { "INSERT OR REPLACE INTO \(Self.stateTable) (key, message) VALUES (?1, ?2)" }
+            let del = try statement("state-del") { "DELETE FROM \(Self.stateTable) WHERE key = ?1" }
+            for (k, m) in states {
+                if m == .null {
+                    del.bindText(1, k)
+                    try del.run()
+                } else {
+                    put.bindText(1, k)
+                    put.bindText(2, m.jsonText)
+                    try put.run()
+                }
+            }
+            let tab = try statement("tables") { "INSERT OR REPLACE INTO \(Self.tablesTable) (namespace, name, assignment) VALUES (?1, ?2, ?3)" }
+            for a in assignments {
+                tab.bindText(1, a.stream.namespace)
+                tab.bindText(2, a.stream.name)
+                tab.bindText(3, a.json.jsonText)
+                try tab.run()
+            }
+            try db.execute("COMMIT")
         }
     }
 
-    func createSQL(_ table: String, _ s: SyncStream) -> String {
-        var parts = s.columns.map { "\(Self.q($0.name)) \(Self.declaredType($0.kind))" }
-        if !s.primaryKey.isEmpty { parts.append("PRIMARY KEY (\(s.primaryKey.map(Self.q).joined(separator: ", ")))") }
-        return "CREATE TABLE \(Self.q(table)) (\(parts.joined(separator: ", ")))"
+    func rollback() {
+        try? db.execute("ROLLBACK")
+        statements = [:]
+        outcomes = [:]
     }
 
-    func existingColumns(_ db: Database, _ table: String) throws -> [String]? {
-        let names = try String.fetchAll(db, sql: "SELECT name FROM pragma_table_info(?)", arguments: [table])
+    func columns(of t: TableRef) throws -> [String]? {
+        var names: [String] = []
+        try run("inspecting \(t.name)") {
+            names = try db.rows("SELECT name FROM pragma_table_info(?1)", [t.name]).compactMap { $0[0] }
+        }
         return names.isEmpty ? nil : names
     }
 
-    public func prepare(_ streams: [SyncStream]) throws {
-        try run("creating tables") { db in
-            for s in streams {
-                let table = DestinationNaming.table(s)
-                tables[s.id] = Table(s)
-                if s.mode == .fullRefresh { continue }
-                if let have = try existingColumns(db, table) {
-                    for c in s.columns where !have.contains(c.name) {
-                        try db.execute(sql: "ALTER TABLE \(Self.q(table)) ADD COLUMN \(Self.q(c.name)) \(Self.declaredType(c.kind))")
-                        logger.info("\(table): added column \(c.name) (new at the source)")
+    func create(_ t: TableRef, columns: [DestColumn], key: [String]) throws {
+        var parts = columns.map { "\(Self.q($0.name)) \(DestinationTypes.sqlite($0.encoding, $0.type))" }
+        if !key.isEmpty { parts.append("PRIMARY KEY (\(key.map(Self.q).joined(separator: ", ")))") }
+        try run("creating \(t.name)") { try db.execute("CREATE TABLE \(t.quoted) (\(parts.joined(separator: ", ")))") }
+    }
+
+    func addColumn(_ t: TableRef, _ c: DestColumn) throws {
+        statements = [:]
+        try run("adding column \(c.name) to \(t.name)") {
+            try db.execute("ALTER TABLE \(t.quoted) ADD COLUMN \(Self.q(c.name)) \(DestinationTypes.sqlite(c.encoding, c.type))")
+        }
+    }
+
+    func drop(_ t: TableRef) throws {
+        statements = [:]
+        try run("dropping \(t.name)") { try db.execute("DROP TABLE IF EXISTS \(t.quoted)") }
+    }
+
+    func replace(_ t: TableRef, with staging: TableRef) throws {
+        statements = [:]
+        try run("replacing \(t.name)") {
+            try db.execute("DROP TABLE IF EXISTS \(t.quoted)")
+            try db.execute("ALTER TABLE \(staging.quoted) RENAME TO \(Self.q(t.name))")
+        }
+    }
+
+    func deleteAll(_ t: TableRef) throws -> Int {
+        var n = 0
+        try run("truncating \(t.name)") {
+            try db.execute("DELETE FROM \(t.quoted)")
+            n = db.changes
+        }
+        outcomes[t, default: Outcomes()].deleted += n
+        return n
+    }
+
+    func load(_ t: TableRef, fields: [DestColumn], layout: FieldLayout, copyText: [UInt8]) throws {
+        var rows = FieldRows(layout: layout)
+        try CopyText.forEachRow(copyText) { try rows.appendCopyRow($0) }
+        try run("loading \(t.name)") {
+            let st = try statement("load\u{0}\(t.quoted)\u{0}\(fields.map(\.name).joined(separator: "\u{0}"))") {
+                "INSERT INTO \(t.quoted) (\(fields.map { Self.q($0.name) }.joined(separator: ", "))) VALUES (\(Self.marks(fields.count)))"
+            }
+            let kinds = fields.map { DestinationTypes.sqliteValue($0.encoding, $0.type) }
+            try rows.withArena { arena throws(SQLiteError) in
+                for r in 0..<rows.count {
+                    for f in 0..<fields.count { Self.bind(st, Int32(f + 1), kinds[f], rows, r, f, arena) }
+                    try st.run()
+                }
+            }
+        }
+    }
+
+    static func marks(_ n: Int, from: Int = 1) -> String { (from..<(from + n)).map { "?\($0)" }.joined(separator: ", ") }
+
+    /// Binds field `f` of row `r` as its destination type.
+    @inline(__always)
+    static func bind(_ st: SQLiteStatement, _ i: Int32, _ kind: DestinationTypes.SQLiteValue, _ rows: FieldRows, _ r: Int, _ f: Int,
+                     _ arena: UnsafeRawBufferPointer) {
+        guard let v = rows.field(r, f, arena) else { st.bindNull(i); return }
+        switch kind {
+        case .text, .exactText:
+            st.bindTextNoCopy(i, v)
+        case .integer:
+            if let n = ValueText.int64(v) { st.bindInt(i, n) } else { st.bindTextNoCopy(i, v) }
+        case .real:
+            if let d = ValueText.double(v) { st.bindDouble(i, d) } else { st.bindNull(i) }
+        case .boolean:
+            st.bindInt(i, v.count > 0 && v[0] == UInt8(ascii: "t") ? 1 : 0)
+        case .blob:
+            if let blob = ValueText.hexBytes(v) { blob.withUnsafeBytes { st.bindBlob(i, $0) } } else { st.bindTextNoCopy(i, v) }
+        case .isoTime(let e), .json(let e):
+            var buf = ByteBuffer(capacity: v.count + 16)
+            defer { buf.deallocate() }
+            _ = e.append(v, to: &buf)
+            var out = buf.bytes
+            // Times come back as JSON strings: their text is what is stored.
+            if case .isoTime = kind, out.count >= 2, out[0] == 0x22 { out = UnsafeRawBufferPointer(rebasing: out[1..<(out.count - 1)]) }
+            if out.count == 4 && out[0] == UInt8(ascii: "n") && out[1] == UInt8(ascii: "u") { st.bindNull(i) } else { st.bindText(i, out) }
+        }
+    }
+
+    /// Outcomes per table since the last `takeOutcomes`.
+    var outcomes: [TableRef: Outcomes] = [:]
+
+    func takeOutcomes() -> [TableRef: Outcomes] {
+        defer { outcomes = [:] }
+        return outcomes
+    }
+
+    func apply(_ t: TableRef, fields: [DestColumn], key: [Int], rows: FieldRows) throws {
+        var o = Outcomes()
+        defer { outcomes[t, default: Outcomes()].add(o) }
+        let kinds = fields.map { DestinationTypes.sqliteValue($0.encoding, $0.type) }
+        let names = fields.map { Self.q($0.name) }
+        let isKey = Set(key)
+        let compared = fields.indices.filter { !isKey.contains($0) && !fields[$0].name.hasPrefix("_ab_cdc_") }
+        try run("applying changes to \(t.name)") {
+            try rows.withArena { arena throws(SQLiteError) in
+                for r in 0..<rows.count {
+                    // Fields the row carries (unchanged TOAST values keep the destination's).
+                    var present = Array(fields.indices)
+                    var mask = ""
+                    if (0..<fields.count).contains(where: { rows.isAbsent(r, $0) }) {
+                        present = fields.indices.filter { !rows.isAbsent(r, $0) }
+                        mask = present.map(String.init).joined(separator: ",")
                     }
-                } else {
-                    try db.execute(sql: createSQL(table, s))
+                    switch rows.ops[r] {
+                    case .delete:
+                        if key.isEmpty {
+                            let cond = present.filter { !fields[$0].name.hasPrefix("_ab_cdc_") }
+                            guard !cond.isEmpty else { o.unchanged += 1; continue }
+                            let st = try statement("delrow\u{0}\(t.quoted)\u{0}\(cond.map { names[$0] }.joined(separator: ","))") {
+                                "DELETE FROM \(t.quoted) WHERE rowid = (SELECT rowid FROM \(t.quoted) WHERE \(cond.enumerated().map { "\(names[$1]) IS ?\($0 + 1)" }.joined(separator: " AND ")) LIMIT 1)"
+                            }
+                            for (j, f) in cond.enumerated() { Self.bind(st, Int32(j + 1), kinds[f], rows, r, f, arena) }
+                            try st.run()
+                        } else {
+                            let st = try statement("del\u{0}\(t.quoted)\u{0}\(key.map { names[$0] }.joined(separator: ","))") {
+                                "DELETE FROM \(t.quoted) WHERE \(key.enumerated().map { "\(names[$1]) IS ?\($0 + 1)" }.joined(separator: " AND "))"
+                            }
+                            for (j, f) in key.enumerated() { Self.bind(st, Int32(j + 1), kinds[f], rows, r, f, arena) }
+                            try st.run()
+                        }
+                        if db.changes > 0 { o.deleted += 1 } else { o.unchanged += 1 }
+                    case .upsert:
+                        let shape = "\(t.quoted)\u{0}\(names.joined(separator: ","))\u{0}\(mask)"
+                        let cols = present.map { names[$0] }.joined(separator: ", ")
+                        if key.isEmpty {
+                            let st = try statement("append\u{0}" + shape) { "INSERT INTO \(t.quoted) (\(cols)) VALUES (\(Self.marks(present.count)))" }
+                            for (j, f) in present.enumerated() { Self.bind(st, Int32(j + 1), kinds[f], rows, r, f, arena) }
+                            try st.run()
+                            o.appended += 1
+                            continue
+                        }
+                        // A new key is inserted; an existing one is updated only where a value differs.
+                        let ins = try statement("ins\u{0}" + shape) { "INSERT OR IGNORE INTO \(t.quoted) (\(cols)) VALUES (\(Self.marks(present.count)))" }
+                        for (j, f) in present.enumerated() { Self.bind(ins, Int32(j + 1), kinds[f], rows, r, f, arena) }
+                        try ins.run()
+                        if db.changes > 0 { o.inserted += 1; continue }
+                        let updatable = present.filter { !isKey.contains($0) }
+                        let cmp = compared.filter { present.contains($0) }
+                        guard !updatable.isEmpty else { o.unchanged += 1; continue }
+                        let upd = try statement("upd\u{0}" + shape) {
+                            let set = updatable.map { "\(names[$0]) = ?\(present.firstIndex(of: $0)! + 1)" }.joined(separator: ", ")
+                            let whereKey = key.map { "\(names[$0]) IS ?\(present.firstIndex(of: $0)! + 1)" }.joined(separator: " AND ")
+                            let differs = cmp.isEmpty ? "" : " AND (" + cmp.map { "\(names[$0]) IS NOT ?\(present.firstIndex(of: $0)! + 1)" }.joined(separator: " OR ") + ")"
+                            return "UPDATE \(t.quoted) SET \(set) WHERE \(whereKey)\(differs)"
+                        }
+                        for (j, f) in present.enumerated() { Self.bind(upd, Int32(j + 1), kinds[f], rows, r, f, arena) }
+                        try upd.run()
+                        if db.changes > 0 { o.updated += 1 } else { o.unchanged += 1 }
+                    }
                 }
             }
         }
     }
 
-    /// True when a full refresh of `s` was interrupted with rows already staged.
-    public func hasStaging(_ s: SyncStream) throws -> Bool {
-        try run("looking for a staged load") { db in try existingColumns(db, DestinationNaming.table(s) + DestinationNaming.stagingSuffix) != nil }
-    }
-
-    public func startFullRefresh(_ s: SyncStream, resume: Bool) throws {
-        let staging = DestinationNaming.table(s) + DestinationNaming.stagingSuffix
-        try run("starting a full refresh") { db in
-            try begin(db)
-            table(s).statements = [:]
-            if resume, try existingColumns(db, staging) != nil { return }
-            try db.execute(sql: "DROP TABLE IF EXISTS \(Self.q(staging))")
-            try db.execute(sql: createSQL(staging, s))
-        }
-    }
-
-    public func load(_ s: SyncStream, _ r: SyncRecord) throws {
-        let t = table(s)
-        try run("loading \(s.id)") { db in
-            try begin(db)
-            let st = try t.statement(db, "load") {
-                // A resumed chunk may repeat rows: with a key, the newest copy wins.
-                let verb = s.primaryKey.isEmpty ? "INSERT" : "INSERT OR REPLACE"
-                let staging = DestinationNaming.table(s) + DestinationNaming.stagingSuffix
-                return "\(verb) INTO \(Self.q(staging)) (\(t.columns.map { Self.q($0.name) }.joined(separator: ", "))) VALUES (\(Array(repeating: "?", count: t.columns.count).joined(separator: ", ")))"
+    func addPresentKeys(_ t: TableRef, fields: [DestColumn], rows: FieldRows) throws {
+        let kinds = fields.map { DestinationTypes.sqliteValue($0.encoding, $0.type) }
+        try run("listing present keys") {
+            if statements["keys"] == nil {
+                try db.execute("DROP TABLE IF EXISTS \(Self.keysTable)")
+                try db.execute("CREATE TABLE \(Self.keysTable) (\(fields.map { Self.q($0.name) }.joined(separator: ", ")), PRIMARY KEY (\(fields.map { Self.q($0.name) }.joined(separator: ", "))))")
             }
-            try st.execute(arguments: try Self.arguments(r, t.columns))
-        }
-    }
-
-    static func arguments(_ r: SyncRecord, _ cols: [SyncStream.Column]) throws -> StatementArguments {
-        var values: [DatabaseValue] = []
-        values.reserveCapacity(cols.count)
-        for c in cols { values.append(try value(r.data[c.name], c)) }
-        return StatementArguments(values)
-    }
-
-    public func finishFullRefresh(_ s: SyncStream) throws {
-        let table = DestinationNaming.table(s)
-        try run("replacing \(table)") { db in
-            try begin(db)
-            try db.execute(sql: "DROP TABLE IF EXISTS \(Self.q(table))")
-            try db.execute(sql: "ALTER TABLE \(Self.q(table + DestinationNaming.stagingSuffix)) RENAME TO \(Self.q(table))")
-        }
-    }
-
-    /// Adds columns a record carries that the table does not have yet (a column added at the source mid-stream).
-    func widen(_ db: Database, _ s: SyncStream, _ r: SyncRecord) throws -> Table {
-        let t = table(s)
-        var have: [String]?
-        for (k, v) in r.data.entries where !t.names.contains(k) && k != "_ab_cdc_deleted_at" {
-            let kind = ColumnKind(inferredFrom: v)
-            let table = DestinationNaming.table(s)
-            // The table may have the column already (added before a rollback emptied this cache).
-            if have == nil { have = try existingColumns(db, table) ?? [] }
-            if !have!.contains(k) {
-                try db.execute(sql: "ALTER TABLE \(Self.q(table)) ADD COLUMN \(Self.q(k)) \(Self.declaredType(kind))")
-                logger.info("\(table): added column \(k) (new at the source)")
-            }
-            t.add(SyncStream.Column(name: k, kind: kind, sourceType: nil))
-        }
-        return t
-    }
-
-    public func merge(_ s: SyncStream, _ r: SyncRecord) throws -> ApplyOutcome {
-        return try run("applying a change to \(s.id)") { db in
-            try begin(db)
-            let t = try widen(db, s, r)
-            let table = t.quoted
-            let cols = t.columns
-            if r.deleted {
-                if s.primaryKey.isEmpty {
-                    // Without a key, remove one row equal to the old row CDC sent.
-                    let present = cols.filter { r.data[$0.name] != nil && !$0.name.hasPrefix("_ab_cdc_") }
-                    guard !present.isEmpty else { return .unchanged }
-                    let cond = present.map { "\(Self.q($0.name)) IS ?" }.joined(separator: " AND ")
-                    let st = try db.cachedStatement(sql: "DELETE FROM \(table) WHERE rowid = (SELECT rowid FROM \(table) WHERE \(cond) LIMIT 1)")
-                    try st.execute(arguments: StatementArguments(try present.map { try Self.value(r.data[$0.name], $0) }))
-                } else {
-                    let st = try t.statement(db, "delete") { "DELETE FROM \(table) WHERE \(s.primaryKey.map { "\(Self.q($0)) IS ?" }.joined(separator: " AND "))" }
-                    try st.execute(arguments: try Self.arguments(r, t.keyColumns))
-                }
-                return db.changesCount > 0 ? .deleted : .unchanged
-            }
-            // Columns the record carries; TOAST-omitted ones keep the destination's value.
-            let present = r.omitted.isEmpty ? cols : cols.filter { !r.omitted.contains($0.name) && r.data[$0.name] != nil }
-            let shape = r.omitted.isEmpty ? "full" : "partial:" + present.map(\.name).joined(separator: "\u{1}")
-            let args = try Self.arguments(r, present)
-            func names() -> String { present.map { Self.q($0.name) }.joined(separator: ", ") }
-            func marks() -> String { Array(repeating: "?", count: present.count).joined(separator: ", ") }
-            if s.primaryKey.isEmpty {
-                try t.statement(db, "append:" + shape) { "INSERT INTO \(table) (\(names())) VALUES (\(marks()))" }.execute(arguments: args)
-                return .appended
-            }
-            let keyColumns = t.keyColumns
-            let exists = try Bool.fetchOne(t.statement(db, "exists") {
-                "SELECT EXISTS (SELECT 1 FROM \(table) WHERE \(s.primaryKey.map { "\(Self.q($0)) IS ?" }.joined(separator: " AND ")))"
-            }, arguments: try Self.arguments(r, keyColumns)) ?? false
-            let st = try t.statement(db, "upsert:" + shape) {
-                let updatable = present.filter { !s.primaryKey.contains($0.name) }
-                let compared = updatable.filter { !$0.name.hasPrefix("_ab_cdc_") }
-                var sql = "INSERT INTO \(table) (\(names())) VALUES (\(marks())) ON CONFLICT (\(s.primaryKey.map(Self.q).joined(separator: ", "))) "
-                if updatable.isEmpty { return sql + "DO NOTHING" }
-                sql += "DO UPDATE SET " + updatable.map { "\(Self.q($0.name)) = excluded.\(Self.q($0.name))" }.joined(separator: ", ")
-                if !compared.isEmpty {
-                    // A row identical to the stored one is not rewritten (and not counted).
-                    sql += " WHERE " + compared.map { "\(table).\(Self.q($0.name)) IS NOT excluded.\(Self.q($0.name))" }.joined(separator: " OR ")
-                }
-                return sql
-            }
-            try st.execute(arguments: args)
-            if db.changesCount == 0 { return .unchanged }
-            return exists ? .updated : .inserted
-        }
-    }
-
-    public func truncate(_ s: SyncStream) throws -> Int {
-        try run("truncating \(s.id)") { db in
-            try begin(db)
-            try db.execute(sql: "DELETE FROM \(Self.q(DestinationNaming.table(s)))")
-            return db.changesCount
-        }
-    }
-
-    public func commit(states: [(key: String, message: JSONValue)]) throws {
-        try run("committing") { db in
-            try begin(db)
-            let st = try db.cachedStatement(sql: "INSERT OR REPLACE INTO \(Self.q(DestinationNaming.stateTable)) (key, message) VALUES (?, ?)")
-            for (k, m) in states {
-                if m == .null {
-                    try db.execute(sql: "DELETE FROM \(Self.q(DestinationNaming.stateTable)) WHERE key = ?", arguments: [k])
-                } else {
-                    try st.execute(arguments: [k, m.jsonText])
+            let st = try statement("keys") { "INSERT OR IGNORE INTO \(Self.keysTable) VALUES (\(Self.marks(fields.count)))" }
+            try rows.withArena { arena throws(SQLiteError) in
+                for r in 0..<rows.count {
+                    for f in 0..<fields.count { Self.bind(st, Int32(f + 1), kinds[f], rows, r, f, arena) }
+                    try st.run()
                 }
             }
-            try db.execute(sql: "COMMIT")
-            inTransaction = false
         }
     }
 
-    public func rollback() {
-        // Table shapes are learnt again from what is committed.
-        tables = [:]
-        guard inTransaction else { return }
-        _ = try? queue.inDatabase { db in try db.execute(sql: "ROLLBACK") }
-        inTransaction = false
-    }
-
-    /// The SQLite value for one JSON value in a column of `c`'s kind.
-    static func value(_ v: JSONValue?, _ c: SyncStream.Column) throws -> DatabaseValue {
-        guard let v else { return .null }
-        switch v {
-        case .null: return .null
-        case .bool(let b): return (b ? 1 : 0).databaseValue
-        case .number(let n):
-            switch c.kind {
-            case .integer, .boolean:
-                if let i = Int64(n) { return i.databaseValue }
-                return (Double(n) ?? 0).databaseValue
-            case .real:
-                return (Double(n) ?? 0).databaseValue
-            default:
-                if let i = Int64(n) { return i.databaseValue }
-                // Exact digits: NUMERIC affinity keeps them as a number when SQLite can do so losslessly.
-                return n.databaseValue
-            }
-        case .string(let s):
-            if c.kind == .bytes, s.hasPrefix("\\x"), let d = Self.hexData(s.dropFirst(2)) { return d.databaseValue }
-            return s.databaseValue
-        case .array, .object:
-            return v.jsonText.databaseValue
+    func prune(_ t: TableRef, keyColumns: [String]) throws -> Int {
+        var n = 0
+        try run("removing rows deleted at the source from \(t.name)") {
+            if statements["keys"] == nil { return }
+            let match = keyColumns.map { "k.\(Self.q($0)) = \(t.quoted).\(Self.q($0))" }.joined(separator: " AND ")
+            try db.execute("DELETE FROM \(t.quoted) WHERE NOT EXISTS (SELECT 1 FROM \(Self.keysTable) k WHERE \(match))")
+            n = db.changes
+            statements["keys"] = nil
+            try db.execute("DROP TABLE \(Self.keysTable)")
         }
+        return n
     }
+}
 
-    static func hexData(_ s: Substring) -> Data? {
-        var out = Data(capacity: s.utf8.count / 2)
-        var hi: UInt8?
-        for b in s.utf8 {
-            guard let d = JSONBytes.hexValue(b) else { return nil }
-            if let h = hi { out.append(h << 4 | d); hi = nil } else { hi = d }
-        }
-        return hi == nil ? out : nil
+/// Opens the SQLite destination.
+enum SQLiteDestination {
+    static func open(path: String, logger: Logger) throws -> SyncDestination {
+        try TableDestination(driver: SQLiteDriver(path: path), logger: logger)
     }
 }

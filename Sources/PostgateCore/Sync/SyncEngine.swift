@@ -34,8 +34,9 @@ public enum SyncStop {
     }
 }
 
-/// Runs a sync: the read engine writes Airbyte messages into a pipe; an applier thread reads them
-/// and applies records to the destination, committing each STATE with the data it covers.
+/// Runs a sync: the source driver reads into a `SyncSink`, which hands typed events through a
+/// bounded queue to an applier thread that applies them to the destination, committing each
+/// checkpoint with the data it covers. No JSON passes between reader and destination.
 public final class SyncEngine {
     let config: PostgateConfig
     let options: SyncOptions
@@ -51,22 +52,19 @@ public final class SyncEngine {
     @discardableResult
     public func run() throws -> SyncProgress {
         let destination = try DestinationURL.open(options.destination, logger: logger)
-        let saved = try destination.committedState()
         let origin = "the saved state of \(destination.label)"
-        let states = try InputState.parse(documents: saved, file: origin)
-        let cdcState = try CDCState.parse(documents: saved, file: origin)
+        let saved = try SavedState.parse(documents: try destination.committedState(), file: origin)
 
         let factory = try ConnectionFactory(config: config, logger: logger)
         defer { factory.close() }
         do {
-            return try run(destination: destination, states: states, cdcState: cdcState, origin: origin, factory: factory)
+            return try run(destination: destination, saved: saved, origin: origin, factory: factory)
         } catch {
             throw factory.translate(error)
         }
     }
 
-    private func run(destination: SyncDestination, states: [StreamID: StreamState], cdcState: CDCState?, origin: String,
-                     factory: ConnectionFactory) throws -> SyncProgress {
+    private func run(destination: SyncDestination, saved: SavedState, origin: String, factory: ConnectionFactory) throws -> SyncProgress {
         let conn = try factory.connect()
         let schemas = options.catalog.map { Array(Set($0.map(\.namespace))).sorted() } ?? config.schemas
         let discovered = try Discovery.discover(conn, schemas: schemas)
@@ -83,9 +81,9 @@ public final class SyncEngine {
         // A full refresh resumes only into rows staged under its saved checkpoint, and only with a
         // primary key (a restarted read then overwrites instead of duplicating).
         var resume: Set<StreamID> = []
-        var readStates = states
+        var readStates = saved.streams
         for s in plan where s.mode == .fullRefresh {
-            if case .load(let l)? = states[s.id], l.incremental == nil, !s.primaryKey.isEmpty, try destination.hasStaging(s) {
+            if case .load(let l)? = saved.streams[s.id], l.incremental == nil, !s.primaryKey.isEmpty, try destination.hasStaging(s) {
                 resume.insert(s.id)
                 logger.info("\(s.id): resuming the interrupted full refresh at page \(l.nextPage)")
             } else {
@@ -95,93 +93,339 @@ public final class SyncEngine {
 
         let progress = SyncProgress(plan)
         let printer = ProgressPrinter(progress: progress)
-        var fds: [Int32] = [0, 0]
-        guard pipe(&fds) == 0 else { throw SyncError.stopped("cannot create a pipe: \(String(cString: strerror(errno)))") }
-        _ = fcntl(fds[1], 1031 /* F_SETPIPE_SZ */, 1 << 20)
-        signal(SIGPIPE, SIG_IGN)
-        let applier = Applier(fd: fds[0], destination: destination, plan: plan, resume: resume, progress: progress,
+        let queue = EventQueue(capacity: 16 << 20)
+        let applier = Applier(queue: queue, destination: destination, plan: plan, resume: resume, progress: progress,
                               printer: printer, stateFile: options.stateFile, logger: logger)
+        let sink = SyncSink(queue: queue, plan: plan)
         applier.start()
         printer.start()
         var readerError: Error?
         do {
-            let out = OutputSink(fd: fds[1])
-            let reader = SnapshotReader(conn: conn, config: config, out: out, logger: logger)
-            for s in plan where s.mode != .cdc {
-                try reader.read(s.configured, s.discovered, state: readStates[s.id])
-            }
-            let cdcStreams = plan.filter { $0.mode == .cdc }
-            if case .cdc(let cdc) = config.replication, !cdcStreams.isEmpty {
-                let cdcReader = CDCReader(factory: factory, config: config, cdc: cdc, out: out, logger: logger)
-                cdcReader.emitTruncateEvents = true
-                // sync owns durability: the slot is confirmed only up to what the destination committed.
-                cdcReader.commitFeedback = applier
-                cdcReader.stateOrigin = origin
+            let driver = SourceDriver(config: config, factory: factory, logger: logger)
+            driver.stateOrigin = origin
+            // sync owns durability: the slot is confirmed only up to what the destination committed.
+            driver.commitFeedback = applier
+            driver.follow = options.follow
+            driver.stopRequested = { SyncStop.isRequested }
+            if case .cdc(let cdc) = config.replication, plan.contains(where: { $0.mode == .cdc }) {
                 if cdc.lsnCommitBehaviour == .whileReadingData {
                     logger.info("replication_method.lsn_commit_behaviour \"While reading Data\" is ignored by sync: it confirms positions to the slot only once the destination has committed them")
                 }
-                cdcReader.follow = options.follow
-                cdcReader.stopRequested = { SyncStop.isRequested }
                 if options.follow {
                     SyncStop.graceful.store(true, ordering: .relaxed)
                     logger.info("following changes; SIGINT or SIGTERM commits what was applied and stops")
                 }
-                defer { SyncStop.graceful.store(false, ordering: .relaxed) }
-                try cdcReader.run(cdcStreams.map { ($0.configured, $0.discovered) }, state: cdcState)
             }
-            try out.flush()
+            defer { SyncStop.graceful.store(false, ordering: .relaxed) }
+            try driver.run(conn: conn, streams: plan.map { SourceDriver.Stream(configured: $0.configured, discovered: $0.discovered, state: readStates[$0.id], cdc: $0.mode == .cdc) },
+                           cdcState: saved.cdc, sink: sink)
+            try sink.flush()
         } catch {
             readerError = error
         }
-        close(fds[1])
+        queue.close()
         applier.join()
         printer.finish()
-        // The destination's failure explains a reader's broken pipe, so it comes first.
+        // The destination's failure explains the reader's stop, so it comes first.
         if let e = applier.failure { throw e }
         if let e = readerError { throw e }
         return progress
     }
-
 }
 
-/// Reads the message stream from the pipe and applies it; reports committed LSNs to the CDC reader.
-final class Applier: CDCCommitFeedback, @unchecked Sendable {
-    let fd: Int32
-    let destination: SyncDestination
-    let streams: [StreamID: SyncStream]
-    let resume: Set<StreamID>
-    let progress: SyncProgress
-    let printer: ProgressPrinter
-    let stateFile: String?
-    let logger: Logger
-    private let cond = NSCondition()
-    private var durable: LSN?
-    private var done = false
-    private(set) var failure: Error?
-    private let finished = DispatchSemaphore(value: 0)
-    /// STATE messages committed so far, by key (mirrored to --state-file).
-    private var committed: [String: JSONValue] = [:]
+/// What the reader hands the applier.
+enum SyncEvent: Sendable {
+    case status(StreamID, StreamStatus)
+    case estimate(StreamID, Int64)
+    /// Snapshot rows as COPY text, with their count.
+    case copyRows(FieldLayout, [UInt8], Int)
+    case changes(FieldRows)
+    case truncate(StreamID)
+    case keys(FieldLayout, [UInt8])
+    case keysEnd(StreamID)
+    case checkpoint(Checkpoint)
+    case rollback
 
-    init(fd: Int32, destination: SyncDestination, plan: [SyncStream], resume: Set<StreamID>, progress: SyncProgress,
-         printer: ProgressPrinter, stateFile: String?, logger: Logger) {
-        self.fd = fd
-        self.destination = destination
-        self.streams = Dictionary(plan.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        self.resume = resume
-        self.progress = progress
-        self.printer = printer
-        self.stateFile = stateFile
-        self.logger = logger
+    var size: Int {
+        switch self {
+        case .copyRows(_, let b, _), .keys(_, let b): return b.count + 64
+        case .changes(let r): return r.byteCount
+        default: return 64
+        }
     }
+}
+
+/// A single-producer, single-consumer queue bounded by bytes: the reader waits while the
+/// destination is behind, and stops when the destination failed.
+final class EventQueue: Sendable {
+    struct State {
+        var items: [SyncEvent] = []
+        var head = 0
+        var bytes = 0
+        var closed = false
+        var failed = false
+        var consumerWaiting = false
+        var producerWaiting = false
+    }
+    let capacity: Int
+    private let state = Mutex(State())
+    private let itemsReady = DispatchSemaphore(value: 0)
+    private let spaceReady = DispatchSemaphore(value: 0)
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// Adds an event; throws when the consumer has stopped.
+    func push(_ e: SyncEvent) throws {
+        let size = e.size
+        while true {
+            let (ok, wake, failed) = state.withLock { s -> (Bool, Bool, Bool) in
+                if s.failed { return (false, false, true) }
+                if s.bytes > 0 && s.bytes + size > capacity {
+                    s.producerWaiting = true
+                    return (false, false, false)
+                }
+                s.items.append(e)
+                s.bytes += size
+                let wake = s.consumerWaiting
+                s.consumerWaiting = false
+                return (true, wake, false)
+            }
+            if failed { throw SyncError.stopped("the destination stopped") }
+            if ok {
+                if wake { itemsReady.signal() }
+                return
+            }
+            spaceReady.wait()
+        }
+    }
+
+    /// The next event, or nil once the producer closed the queue and it is drained.
+    func pop() -> SyncEvent? {
+        while true {
+            let (item, wakeProducer, done) = state.withLock { s -> (SyncEvent?, Bool, Bool) in
+                if s.head < s.items.count {
+                    let e = s.items[s.head]
+                    s.head += 1
+                    s.bytes -= e.size
+                    if s.head > 1024 && s.head * 2 > s.items.count {
+                        s.items.removeFirst(s.head)
+                        s.head = 0
+                    }
+                    let wake = s.producerWaiting && s.bytes <= capacity / 2
+                    if wake { s.producerWaiting = false }
+                    return (e, wake, false)
+                }
+                if s.closed { return (nil, false, true) }
+                s.consumerWaiting = true
+                return (nil, false, false)
+            }
+            if wakeProducer { spaceReady.signal() }
+            if let item { return item }
+            if done { return nil }
+            itemsReady.wait()
+        }
+    }
+
+    func close() {
+        let wake = state.withLock { s -> Bool in
+            s.closed = true
+            let w = s.consumerWaiting
+            s.consumerWaiting = false
+            return w
+        }
+        if wake { itemsReady.signal() }
+    }
+
+    /// The consumer stopped: a waiting or later push throws.
+    func fail() {
+        let wake = state.withLock { s -> Bool in
+            s.failed = true
+            s.items = []
+            s.head = 0
+            s.bytes = 0
+            let w = s.producerWaiting
+            s.producerWaiting = false
+            return w
+        }
+        if wake { spaceReady.signal() }
+    }
+}
+
+/// `sync`'s sink: batches rows and changes per shape and hands them to the queue.
+final class SyncSink: ReadSink {
+    let queue: EventQueue
+    let streams: [StreamID: SyncStream]
+    private var layouts: [ObjectIdentifier: FieldLayout] = [:]
+    private var lastShape: RowShape?
+    private var lastLayout: FieldLayout?
+    private var copyLayout: FieldLayout?
+    private var copyBytes: [UInt8] = []
+    private var copyCount = 0
+    private var changes: FieldRows?
+    private var keyLayout: FieldLayout?
+    private var keyBytes: [UInt8] = []
+    static let blockBytes = 256 << 10
+
+    init(queue: EventQueue, plan: [SyncStream]) {
+        self.queue = queue
+        streams = Dictionary(plan.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+    }
+
+    var reconcilesResumedLoads: Bool { true }
+
+    @inline(__always)
+    private func layout(_ shape: RowShape) -> FieldLayout {
+        if shape === lastShape, let l = lastLayout { return l }
+        let l = layouts[ObjectIdentifier(shape)] ?? FieldLayout(shape, cdc: streams[shape.stream]?.mode == .cdc, primaryKey: streams[shape.stream]?.primaryKey ?? [])
+        layouts[ObjectIdentifier(shape)] = l
+        lastShape = shape
+        lastLayout = l
+        return l
+    }
+
+    private func sendPending() throws {
+        if let l = copyLayout, copyCount > 0 {
+            let bytes = copyBytes
+            copyBytes.removeAll(keepingCapacity: true)
+            try queue.push(.copyRows(l, bytes, copyCount))
+        }
+        copyLayout = nil
+        copyCount = 0
+        if let c = changes, c.count > 0 { try queue.push(.changes(c)) }
+        changes = nil
+        if let l = keyLayout, !keyBytes.isEmpty {
+            let bytes = keyBytes
+            keyBytes.removeAll(keepingCapacity: true)
+            try queue.push(.keys(l, bytes))
+        }
+        keyLayout = nil
+    }
+
+    func status(_ stream: StreamID, _ status: StreamStatus) throws {
+        try sendPending()
+        try queue.push(.status(stream, status))
+    }
+
+    func estimate(_ stream: StreamID, rows: Int64, bytes: Int64) throws {
+        try queue.push(.estimate(stream, rows))
+    }
+
+    func row(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws {
+        let l = layout(shape)
+        if l !== copyLayout {
+            try sendPending()
+            copyLayout = l
+        }
+        copyBytes.append(contentsOf: copyText)
+        copyCount += 1
+        if copyBytes.count >= Self.blockBytes { try sendPending() }
+    }
+
+    func change(_ shape: RowShape, _ change: Change) throws {
+        let l = layout(shape)
+        if changes?.layout !== l {
+            try sendPending()
+            changes = FieldRows(layout: l)
+        }
+        changes!.appendChange(change)
+        if changes!.count >= 4096 || changes!.byteCount >= Self.blockBytes { try sendPending() }
+    }
+
+    func truncate(_ stream: StreamID) throws {
+        try sendPending()
+        try queue.push(.truncate(stream))
+    }
+
+    func checkpoint(_ checkpoint: Checkpoint) throws {
+        try sendPending()
+        try queue.push(.checkpoint(checkpoint))
+    }
+
+    func rollback() throws {
+        copyBytes.removeAll(keepingCapacity: true)
+        copyCount = 0
+        copyLayout = nil
+        changes = nil
+        keyBytes.removeAll(keepingCapacity: true)
+        keyLayout = nil
+        try queue.push(.rollback)
+    }
+
+    func log(_ level: Logger.Level, _ message: String) {}
+
+    func flush() throws { try sendPending() }
+
+    func presentKeys(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws {
+        let l = layout(shape)
+        if l !== keyLayout {
+            try sendPending()
+            keyLayout = l
+        }
+        keyBytes.append(contentsOf: copyText)
+        if keyBytes.count >= Self.blockBytes { try sendPending() }
+    }
+
+    func presentKeysEnd(_ stream: StreamID) throws {
+        try sendPending()
+        try queue.push(.keysEnd(stream))
+    }
+}
+
+/// Applies the events to the destination on its own thread; reports committed LSNs to the CDC reader.
+final class Applier: CDCCommitFeedback, Sendable {
+    struct Shared {
+        var durable: LSN?
+        var done = false
+        var failure: Error?
+    }
+    let queue: EventQueue
+    let shared = Mutex(Shared())
+    let finished = DispatchSemaphore(value: 0)
+    /// Owned by the applier thread (set up before it starts).
+    nonisolated(unsafe) let work: Work
+
+    /// The applier thread's state.
+    final class Work {
+        let destination: SyncDestination
+        let streams: [StreamID: SyncStream]
+        let resume: Set<StreamID>
+        let progress: SyncProgress
+        let printer: ProgressPrinter
+        let stateFile: String?
+        let logger: Logger
+        /// STATE messages committed so far, by key (mirrored to --state-file).
+        var committed: [String: JSONValue] = [:]
+        /// Records per stream not yet published to `progress`.
+        var pending: [StreamID: Int] = [:]
+
+        init(destination: SyncDestination, streams: [StreamID: SyncStream], resume: Set<StreamID>, progress: SyncProgress,
+             printer: ProgressPrinter, stateFile: String?, logger: Logger) {
+            self.destination = destination
+            self.streams = streams
+            self.resume = resume
+            self.progress = progress
+            self.printer = printer
+            self.stateFile = stateFile
+            self.logger = logger
+        }
+    }
+
+    init(queue: EventQueue, destination: SyncDestination, plan: [SyncStream], resume: Set<StreamID>, progress: SyncProgress,
+         printer: ProgressPrinter, stateFile: String?, logger: Logger) {
+        self.queue = queue
+        work = Work(destination: destination, streams: Dictionary(plan.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a }),
+                    resume: resume, progress: progress, printer: printer, stateFile: stateFile, logger: logger)
+    }
+
+    var failure: Error? { shared.withLock { $0.failure } }
 
     func start() {
         let t = Thread { [self] in
-            do { try loop() } catch {
-                cond.lock(); failure = error; cond.unlock()
-            }
-            destination.rollback()
-            close(fd)
-            cond.lock(); done = true; cond.broadcast(); cond.unlock()
+            var failed: Error?
+            do { try loop() } catch { failed = error }
+            work.destination.rollback()
+            if failed != nil { queue.fail() }
+            shared.withLock { $0.done = true; $0.failure = failed }
             finished.signal()
         }
         t.name = "postgate-applier"
@@ -191,183 +435,120 @@ final class Applier: CDCCommitFeedback, @unchecked Sendable {
 
     func join() { finished.wait() }
 
-    func durableLSN() -> LSN? {
-        cond.lock(); defer { cond.unlock() }
-        return durable
-    }
+    func durableLSN() -> LSN? { shared.withLock { $0.durable } }
 
     func waitUntilDurable(_ lsn: LSN) throws -> LSN? {
-        cond.lock(); defer { cond.unlock() }
-        while !(durable.map { $0 >= lsn } ?? false) {
+        while true {
+            let (d, done, failure) = shared.withLock { ($0.durable, $0.done, $0.failure) }
+            if let d, d >= lsn { return d }
             if done {
                 throw failure ?? SyncError.stopped("the destination stopped before committing position \(lsn); nothing after its last commit was confirmed to the slot")
             }
-            _ = cond.wait(until: Date().addingTimeInterval(1))
+            usleep(2_000)
         }
-        return durable
     }
 
     private func loop() throws {
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var line: [UInt8] = []
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw SyncError.stopped("cannot read the record stream: \(String(cString: strerror(errno)))")
-            }
-            if n == 0 { publishCounts(); return }
-            var start = 0
-            for i in 0..<n where buffer[i] == 0x0a {
-                if line.isEmpty {
-                    try handle(Array(buffer[start..<i]))
+        let w = work
+        while let e = queue.pop() {
+            switch e {
+            case .status(let id, let status):
+                publish()
+                guard let s = w.streams[id] else { continue }
+                switch status {
+                case .started:
+                    w.progress.update(id) { $0.started = $0.started ?? Date() }
+                    if s.mode == .fullRefresh { try w.destination.startFullRefresh(s, resume: w.resume.contains(id)) }
+                case .complete:
+                    w.progress.update(id) { $0.finished = Date() }
+                    if let p = w.progress.snapshot.first(where: { $0.key == id }) { w.printer.streamFinished(p) }
+                case .running, .incomplete:
+                    break
+                }
+            case .estimate(let id, let rows):
+                w.progress.update(id) { $0.estimate = rows }
+            case .copyRows(let layout, let bytes, let n):
+                guard let s = w.streams[layout.shape.stream] else { continue }
+                if s.mode == .fullRefresh {
+                    try w.destination.load(s, layout, copyText: bytes, count: n, merge: w.resume.contains(s.id))
                 } else {
-                    line.append(contentsOf: buffer[start..<i])
-                    try handle(line)
-                    // A huge record's buffer is not kept for the rest of the run.
-                    line.removeAll(keepingCapacity: line.capacity <= 4 << 20)
+                    var rows = FieldRows(layout: layout)
+                    try CopyText.forEachRow(bytes) { try rows.appendCopyRow($0) }
+                    try w.destination.merge(s, rows)
                 }
-                start = i + 1
-            }
-            if start < n { line.append(contentsOf: buffer[start..<n]) }
-        }
-    }
-
-    private var lastStream: SyncStream?
-
-    private func stream(_ v: JSONValue?) -> SyncStream? {
-        guard let ns = v?["namespace"]?.stringValue, let name = v?["name"]?.stringValue ?? v?["stream"]?.stringValue else { return nil }
-        if let l = lastStream, l.namespace == ns, l.name == name { return l }
-        guard let s = streams[StreamID(namespace: ns, name: name)] else { return nil }
-        lastStream = s
-        return s
-    }
-
-    /// Counts not yet published to `progress` (published every few thousand records and at each state).
-    private var pending: [StreamID: SyncProgress.Stream] = [:]
-    private var pendingRecords = 0
-
-    private func count(_ key: StreamID, _ body: (inout SyncProgress.Stream) -> Void) {
-        body(&pending[key, default: SyncProgress.Stream(key: key, mode: "")])
-        pendingRecords += 1
-        if pendingRecords >= 4096 { publishCounts() }
-    }
-
-    private func publishCounts() {
-        for (key, d) in pending {
-            progress.update(key) { p in
-                p.records += d.records
-                p.inserted += d.inserted
-                p.updated += d.updated
-                p.deleted += d.deleted
-                p.unchanged += d.unchanged
-                p.appended += d.appended
+                count(s.id, n)
+            case .changes(let rows):
+                guard let s = w.streams[rows.layout.shape.stream] else { continue }
+                try w.destination.merge(s, rows)
+                count(s.id, rows.count)
+            case .truncate(let id):
+                guard let s = w.streams[id] else { continue }
+                _ = try w.destination.truncate(s)
+            case .keys(let layout, let bytes):
+                guard let s = w.streams[layout.shape.stream] else { continue }
+                try w.destination.presentKeys(s, layout, copyText: bytes)
+            case .keysEnd(let id):
+                guard let s = w.streams[id] else { continue }
+                let n = try w.destination.prunePresentKeys(s)
+                if n > 0 { w.logger.info("\(id): removed \(n) staged rows deleted at the source since the interrupted read") }
+            case .checkpoint(let c):
+                try commit(c)
+            case .rollback:
+                // The reader lost the server and reads again from its last checkpoint: drop what came after it.
+                w.pending = [:]
+                w.destination.rollback()
             }
         }
-        pending = [:]
-        pendingRecords = 0
+        publish()
     }
 
-    private func handle(_ bytes: [UInt8]) throws {
-        let m = try JSONParser.parse(bytes)
-        switch m["type"]?.stringValue {
-        case "RECORD":
-            guard let rec = m["record"], let s = stream(rec), case .object(let data)? = rec["data"] else { return }
-            var omitted: Set<String> = []
-            for c in rec["meta"]?["changes"]?.arrayValue ?? [] where c["reason"]?.stringValue == "SOURCE_UNCHANGED_TOAST" {
-                if let f = c["field"]?.stringValue { omitted.insert(f) }
+    private func count(_ id: StreamID, _ n: Int) {
+        work.pending[id, default: 0] += n
+    }
+
+    private func publish() {
+        for (id, n) in work.pending { work.progress.update(id) { $0.records += n } }
+        work.pending = [:]
+    }
+
+    private func commit(_ c: Checkpoint) throws {
+        let w = work
+        var entries: [(key: String, message: JSONValue)] = []
+        var lsn: LSN?
+        switch c {
+        case .stream(let id, let state, let records):
+            let key = "stream:\(id)"
+            // Earlier versions keyed this stream by its joined name; that row goes, so it cannot shadow this one.
+            let joined = "stream:\(id.namespace).\(id.name)"
+            if joined != key { entries.append((joined, .null)) }
+            if let s = w.streams[id], s.mode == .fullRefresh, case .fullRefreshComplete = state {
+                try w.destination.finishFullRefresh(s)
             }
-            let deleted = data["_ab_cdc_deleted_at"].map { $0 != .null } ?? false
-            let r = SyncRecord(data: data, omitted: omitted, deleted: deleted)
-            if s.mode == .fullRefresh {
-                try destination.load(s, r)
-                count(s.id) { $0.records += 1 }
-            } else {
-                let outcome = try destination.merge(s, r)
-                count(s.id) { p in
-                    p.records += 1
-                    switch outcome {
-                    case .inserted: p.inserted += 1
-                    case .updated: p.updated += 1
-                    case .deleted: p.deleted += 1
-                    case .unchanged: p.unchanged += 1
-                    case .appended: p.appended += 1
-                    case .batched: break
-                    }
-                }
-            }
-        case "STATE":
-            publishCounts()
-            guard let st = m["state"] else { return }
-            var key = "global"
-            var lsn: LSN?
-            var entries: [(key: String, message: JSONValue)] = []
-            if st["type"]?.stringValue == "STREAM" {
-                guard let desc = st["stream"]?["stream_descriptor"], let s = stream(desc) else { return }
-                key = "stream:\(s.id)"
-                // Earlier versions keyed this stream by its joined name; that row goes, so it cannot shadow this one.
-                let joined = "stream:\(s.namespace).\(s.name)"
-                if joined != key { entries.append((joined, .null)) }
-                if s.mode == .fullRefresh, st["stream"]?["stream_state"]?["state_type"]?.stringValue == "full_refresh" {
-                    try destination.finishFullRefresh(s)
-                }
-            } else if let text = st["global"]?["shared_state"]?["lsn"]?.stringValue {
-                lsn = LSN(text)
-            }
-            entries.append((key, m))
-            try destination.commit(states: entries)
-            absorbBatchedOutcomes()
-            committed[key] = m
-            if let stateFile { try mirror(to: stateFile) }
-            if let lsn {
-                cond.lock(); durable = lsn; cond.broadcast(); cond.unlock()
-            }
-        case "TRACE":
-            publishCounts()
-            guard let t = m["trace"] else { return }
-            if t["type"]?.stringValue == "ESTIMATE", let e = t["estimate"], let s = stream(e) {
-                let rows = e["row_estimate"]?.int64Value ?? -1
-                progress.update(s.id) { $0.estimate = rows }
-            } else if t["type"]?.stringValue == "STREAM_STATUS", let st = t["stream_status"], let s = stream(st["stream_descriptor"]) {
-                switch st["status"]?.stringValue {
-                case "STARTED":
-                    progress.update(s.id) { $0.started = $0.started ?? Date() }
-                    if s.mode == .fullRefresh { try destination.startFullRefresh(s, resume: resume.contains(s.id)) }
-                case "COMPLETE":
-                    progress.update(s.id) { $0.finished = Date() }
-                    if let p = progress.snapshot.first(where: { $0.key == s.id }) { printer.streamFinished(p) }
-                default: break
-                }
-            }
-        case "POSTGATE_ROLLBACK":
-            // The reader lost the server and reads again from its last state: drop what came after it.
-            pending = [:]
-            pendingRecords = 0
-            destination.rollback()
-            _ = destination.takeBatchedOutcomes()
-        case "POSTGATE_TRUNCATE":
-            guard let s = stream(m["stream"]) else { return }
-            let n = try destination.truncate(s)
-            count(s.id) { $0.deleted += n }
-        default:
-            break // LOG lines were already written to stderr by the reader's logger.
+            entries.append((key, AirbyteMessage.streamState(namespace: id.namespace, name: id.name, state: state, recordCount: records)))
+        case .global(let state):
+            entries.append(("global", ["type": "STATE", "state": state.globalJSON()]))
+            lsn = state.lsn
         }
-    }
-
-    private func absorbBatchedOutcomes() {
-        for (key, o) in destination.takeBatchedOutcomes() {
-            progress.update(key) { p in
+        try w.destination.commit(states: entries)
+        publish()
+        for (id, o) in w.destination.takeOutcomes() {
+            w.progress.update(id) { p in
                 p.inserted += o.inserted
                 p.updated += o.updated
+                p.deleted += o.deleted
                 p.unchanged += o.unchanged
+                p.appended += o.appended
             }
         }
+        for (k, m) in entries { w.committed[k] = m == .null ? nil : m }
+        if let stateFile = w.stateFile { try mirror(to: stateFile) }
+        if let lsn { shared.withLock { $0.durable = lsn } }
     }
 
     /// Writes the committed state as a JSON array of STATE messages (usable as `read --state`).
     private func mirror(to path: String) throws {
-        var w = JSONWriter()
-        w.value(.array(committed.keys.sorted().map { committed[$0]! }))
-        try JSONLDestination.writeDurably(w.bytes, to: path)
+        var j = JSONWriter()
+        j.value(.array(work.committed.keys.sorted().map { work.committed[$0]! }))
+        try JSONLDestination.writeDurably(j.bytes, to: path)
     }
 }

@@ -17,28 +17,13 @@ public enum SyncMode: Sendable, Equatable, CustomStringConvertible {
     /// True when records are merged into the existing table (by primary key when there is one).
 }
 
-/// The destination-side type of a column, chosen from the source type.
-public enum ColumnKind: Sendable, Equatable {
-    case integer, real, numeric, boolean, text, json, bytes, date, time, timestamp, timestamptz
-
-    /// The kind of a column first seen in a record (added at the source mid-stream): from its JSON value.
-    init(inferredFrom v: JSONValue) {
-        switch v {
-        case .number: self = .numeric
-        case .bool: self = .boolean
-        case .array, .object: self = .json
-        default: self = .text
-        }
-    }
-}
-
 /// One stream as `sync` moves it: what is read, how, and the table it lands in.
 public struct SyncStream: Sendable {
+    /// A source column: its name, type and value encoding (the destination type map's input).
     public struct Column: Sendable, Equatable {
         public var name: String
-        public var kind: ColumnKind
-        /// The source type name (`format_type`), for destinations that can keep it.
-        public var sourceType: String?
+        public var type: PostgresType?
+        public var encoding: ValueEncoding
     }
 
     public var configured: ConfiguredStream
@@ -54,8 +39,9 @@ public struct SyncStream: Sendable {
     public var id: StreamID { discovered.id }
     /// Columns CDC adds to each row.
     static let cdcColumns: [Column] = [
-        Column(name: "_ab_cdc_lsn", kind: .integer, sourceType: "bigint"),
-        Column(name: "_ab_cdc_updated_at", kind: .timestamptz, sourceType: "timestamptz"),
+        Column(name: "_ab_cdc_lsn", type: PostgresType(name: "int8", kind: "b", category: "N", declared: "bigint"), encoding: .integer),
+        // Already ISO 8601 UTC text.
+        Column(name: "_ab_cdc_updated_at", type: PostgresType(name: "timestamptz", kind: "b", category: "D", declared: "timestamp with time zone"), encoding: .plain),
     ]
 }
 
@@ -142,29 +128,12 @@ public enum SyncPlan {
     static func stream(_ cs: ConfiguredStream, _ ds: DiscoveredStream, mode: SyncMode, primaryKey: [String], reason: String) -> SyncStream {
         let selected = cs.selectedColumns.map(Set.init)
         var columns = ds.columns.filter { selected?.contains($0.name) ?? true }.map {
-            SyncStream.Column(name: $0.name, kind: columnKind($0.type), sourceType: $0.type.name)
+            SyncStream.Column(name: $0.name, type: $0.type, encoding: SnapshotReader.selectExpression($0).1)
         }
         if mode == .cdc { columns += SyncStream.cdcColumns }
         return SyncStream(configured: cs, discovered: ds, mode: mode, columns: columns, primaryKey: primaryKey, reason: reason)
     }
 
-    /// The destination kind of a source type.
-    static func columnKind(_ t: PostgresType) -> ColumnKind {
-        if t.isArray { return .json }
-        switch t.name {
-        case "int2", "int4", "int8", "oid": return .integer
-        case "float4", "float8": return .real
-        case "numeric", "money": return .numeric
-        case "bool": return .boolean
-        case "json", "jsonb": return .json
-        case "bytea": return .bytes
-        case "date": return .date
-        case "time", "timetz": return .time
-        case "timestamp": return .timestamp
-        case "timestamptz": return .timestamptz
-        default: return .text
-        }
-    }
 }
 
 /// Why a sync could not start or finish; every case names what to change.

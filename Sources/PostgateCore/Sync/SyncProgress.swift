@@ -1,10 +1,11 @@
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
 /// Per-stream counters, shared between the applier and the progress printer.
-public final class SyncProgress: @unchecked Sendable {
+public final class SyncProgress: Sendable {
     public struct Stream: Sendable {
         public var key: StreamID
         public var mode: String
@@ -19,31 +20,28 @@ public final class SyncProgress: @unchecked Sendable {
         public var finished: Date?
     }
 
-    private let lock = NSLock()
-    private var streams: [StreamID: Stream] = [:]
-    private var order: [StreamID] = []
+    private let streams: Mutex<[StreamID: Stream]>
+    private let order: [StreamID]
     public let began = Date()
 
     public init(_ plan: [SyncStream]) {
-        for s in plan {
-            streams[s.id] = Stream(key: s.id, mode: s.mode.description)
-            order.append(s.id)
-        }
+        var all: [StreamID: Stream] = [:]
+        for s in plan { all[s.id] = Stream(key: s.id, mode: s.mode.description) }
+        streams = Mutex(all)
+        order = plan.map(\.id)
     }
 
     func update(_ key: StreamID, _ body: (inout Stream) -> Void) {
-        lock.lock()
-        defer { lock.unlock() }
-        if var s = streams[key] {
-            body(&s)
-            streams[key] = s
+        streams.withLock { all in
+            if var s = all[key] {
+                body(&s)
+                all[key] = s
+            }
         }
     }
 
     public var snapshot: [Stream] {
-        lock.lock()
-        defer { lock.unlock() }
-        return order.compactMap { streams[$0] }
+        streams.withLock { all in order.compactMap { all[$0] } }
     }
 
     /// One line for a stream: rows, rate, and percent/ETA when the source gave an estimate.
@@ -82,12 +80,15 @@ public final class SyncProgress: @unchecked Sendable {
 
 /// Prints progress on stderr: a live line per active stream on a terminal, otherwise a plain
 /// line every few seconds.
-final class ProgressPrinter: @unchecked Sendable {
+final class ProgressPrinter: Sendable {
     let progress: SyncProgress
     let live: Bool
     let interval: Double
     private let stop = DispatchSemaphore(value: 0)
-    private var lastDrawn: String?
+    private let exited = DispatchSemaphore(value: 0)
+    private let started = Atomic<Bool>(false)
+    /// The live line on screen; written by the printer thread, read after it has exited.
+    private let lastDrawn = Mutex<String?>(nil)
 
     init(progress: SyncProgress, interval: Double? = nil) {
         self.progress = progress
@@ -96,16 +97,21 @@ final class ProgressPrinter: @unchecked Sendable {
     }
 
     func start() {
+        started.store(true, ordering: .relaxed)
         let t = Thread { [self] in
             while stop.wait(timeout: .now() + interval) == .timedOut { tick() }
+            exited.signal()
         }
         t.name = "postgate-progress"
         t.start()
     }
 
+    /// Stops the printer thread, waits for it, and clears its live line.
     func finish() {
+        guard started.exchange(false, ordering: .relaxed) else { return }
         stop.signal()
-        if live, lastDrawn != nil { FileHandle.standardError.write(Data("\r\u{1b}[K".utf8)) }
+        exited.wait()
+        if live, lastDrawn.withLock({ $0 }) != nil { FileHandle.standardError.write(Data("\r\u{1b}[K".utf8)) }
     }
 
     func tick() {
@@ -114,7 +120,7 @@ final class ProgressPrinter: @unchecked Sendable {
         let text = active.map { SyncProgress.line($0) }.joined(separator: " | ")
         if live {
             FileHandle.standardError.write(Data("\r\u{1b}[K\(text)".utf8))
-            lastDrawn = text
+            lastDrawn.withLock { $0 = text }
         } else {
             FileHandle.standardError.write(Data("progress: \(text)\n".utf8))
         }
