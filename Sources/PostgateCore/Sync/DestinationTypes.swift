@@ -1,6 +1,6 @@
 /// The one destination type map, derived from each column's value encoding and source type.
 ///
-/// SQLite: INTEGER (integers), REAL (real, double precision), DECIMAL_TEXT (numeric and money:
+/// SQLite: INTEGER (integers; xid8 as DECIMAL_TEXT), REAL (real, double precision), DECIMAL_TEXT (numeric and money:
 /// text affinity, so the digits stay exactly as the source printed them), BOOLEAN (0/1), BLOB
 /// (bytea), TEXT for everything else (dates and times in the records' ISO 8601 form, arrays and
 /// JSON as JSON text). PostgreSQL: the source's built-in type (arrays of built-in types too;
@@ -13,7 +13,9 @@ enum DestinationTypes {
 
     static func sqliteValue(_ encoding: ValueEncoding, _ type: PostgresType?) -> SQLiteValue {
         switch encoding {
-        case .integer: return .integer
+        case .integer:
+            // xid8 reaches 2^64, past SQLite's integers: its digits are kept as text.
+            return type?.name == "xid8" ? .exactText : .integer
         case .number:
             if let n = type?.name, n == "float4" || n == "float8" { return .real }
             return .exactText

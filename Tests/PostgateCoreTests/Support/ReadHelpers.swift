@@ -36,7 +36,13 @@ final class Fixture {
         try admin.query("GRANT USAGE ON SCHEMA \(q(schema)) TO postgate_reader")
     }
 
-    deinit { _ = try? admin.query("DROP SCHEMA \(q(schema)) CASCADE") }
+    /// Schemas a test made besides `schema`, dropped with it.
+    var extraSchemas: [String] = []
+
+    deinit {
+        for s in extraSchemas { _ = try? admin.query("DROP SCHEMA IF EXISTS \(q(s)) CASCADE") }
+        _ = try? admin.query("DROP SCHEMA \(q(schema)) CASCADE")
+    }
 
     func q(_ s: String) -> String { PGConnection.quoteIdentifier(s) }
 
