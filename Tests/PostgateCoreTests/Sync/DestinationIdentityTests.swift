@@ -108,12 +108,12 @@ extension Fixture {
         let f = try Fixture("ident_book_\(kind.rawValue)")
         // SQLite and JSONL keep public streams under their bare name; PostgreSQL keeps schema and name.
         let ns = kind == .postgres ? try f.extraSchema("_postgate") : "public"
-        defer {
-            if kind != .postgres {
-                _ = try? f.admin.query("DROP TABLE IF EXISTS public._postgate_state, public._postgate_tables, public._postgate_stage_1")
-            }
-        }
         let tables = ["_postgate_state", "_postgate_tables", "_postgate_stage_1", "state", "tables"]
+        func dropPublic() {
+            if kind != .postgres { _ = try? f.admin.query("DROP TABLE IF EXISTS " + tables.map { "public.\(f.q($0))" }.joined(separator: ", ")) }
+        }
+        dropPublic()
+        defer { dropPublic() }
         for t in tables {
             try f.sql("CREATE TABLE \(f.q(ns)).\(f.q(t)) (id int PRIMARY KEY, v text); INSERT INTO \(f.q(ns)).\(f.q(t)) VALUES (1, '\(t)')")
             try f.admin.query("GRANT SELECT ON \(f.q(ns)).\(f.q(t)) TO postgate_reader")
