@@ -93,7 +93,7 @@ public final class SyncEngine {
 
         let progress = SyncProgress(plan)
         let printer = ProgressPrinter(progress: progress)
-        let queue = EventQueue(capacity: 16 << 20)
+        let queue = EventQueue(capacity: 8 << 20)
         let applier = Applier(queue: queue, destination: destination, plan: plan, resume: resume, progress: progress,
                               printer: printer, stateFile: options.stateFile, logger: logger)
         let sink = SyncSink(queue: queue, plan: plan)
@@ -159,7 +159,8 @@ enum SyncEvent: Sendable {
 /// destination is behind, and stops when the destination failed.
 final class EventQueue: Sendable {
     struct State {
-        var items: [SyncEvent] = []
+        /// Consumed slots are nil, so a delivered event's memory goes at once.
+        var items: [SyncEvent?] = []
         var head = 0
         var bytes = 0
         var closed = false
@@ -203,11 +204,11 @@ final class EventQueue: Sendable {
     func pop() -> SyncEvent? {
         while true {
             let (item, wakeProducer, done) = state.withLock { s -> (SyncEvent?, Bool, Bool) in
-                if s.head < s.items.count {
-                    let e = s.items[s.head]
+                if s.head < s.items.count, let e = s.items[s.head] {
+                    s.items[s.head] = nil
                     s.head += 1
                     s.bytes -= e.size
-                    if s.head > 1024 && s.head * 2 > s.items.count {
+                    if s.head >= 64 && s.head * 2 > s.items.count {
                         s.items.removeFirst(s.head)
                         s.head = 0
                     }
