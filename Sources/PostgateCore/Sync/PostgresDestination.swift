@@ -274,7 +274,7 @@ final class PostgresDriver: TableDriver {
                 }
             }
         }
-        if b.bytes >= 8 << 20 || b.upserts.count + b.deletes.count >= 50_000 { try flushBatch() }
+        if b.bytes >= 2 << 20 || b.upserts.count + b.deletes.count >= 10_000 { try flushBatch() }
     }
 
     static func keyBytes(_ rows: FieldRows, _ r: Int, _ key: [Int], _ arena: UnsafeRawBufferPointer) -> [UInt8] {

@@ -93,7 +93,7 @@ public final class SyncEngine {
 
         let progress = SyncProgress(plan)
         let printer = ProgressPrinter(progress: progress)
-        let queue = EventQueue(capacity: 8 << 20)
+        let queue = EventQueue(capacity: 4 << 20)
         let applier = Applier(queue: queue, destination: destination, plan: plan, resume: resume, progress: progress,
                               printer: printer, stateFile: options.stateFile, logger: logger)
         let sink = SyncSink(queue: queue, plan: plan)
