@@ -56,15 +56,14 @@ public struct CDCState: Sendable, Equatable {
 
     /// Reads the last GLOBAL state of a state file's documents; every field is range-checked.
     public static func parse(documents docs: [JSONValue], file: String) throws(InputError) -> CDCState? {
-        var found: (g: JSONValue, path: String)?
-        for (i, d) in docs.enumerated() {
-            guard let m = StateFile.stateMessage(d), m["type"]?.stringValue == "GLOBAL" else { continue }
-            guard let g = m["global"], g.objectValue != nil else {
-                throw InputError(file: file, path: "[\(i)].global", reason: "expected an object with shared_state and stream_states")
-            }
-            found = (g, d["type"]?.stringValue == "STATE" ? "[\(i)].state.global" : "[\(i)].global")
+        try SavedState.parse(documents: docs, file: file).cdc
+    }
+
+    /// Parses one GLOBAL state (`global` is its `global` member, at JSON path `path`).
+    static func parse(global g: JSONValue, path: String, file: String) throws(InputError) -> CDCState {
+        guard g.objectValue != nil else {
+            throw InputError(file: file, path: path, reason: "expected an object with shared_state and stream_states")
         }
-        guard let (g, path) = found else { return nil }
         let shared = StateFields(g["shared_state"] ?? .null, file: file, path: "\(path).shared_state")
         guard let text = try shared.string("lsn"), let lsn = LSN(text) else {
             throw shared.fail("lsn", "expected an LSN such as \"0/16B3748\"")

@@ -45,23 +45,15 @@ public final class RecordEncoder {
     /// Columns nulled in the current row (NaN, Infinity).
     let nulled: UnsafeMutablePointer<Int>
 
-    /// Index of the column whose raw text is kept after each row (the cursor), if any.
-    public let trackedColumn: Int?
-    /// The tracked column's text in the last row, nil when NULL.
-    public private(set) var trackedValue: [UInt8]?
-    /// Whether the tracked value differs from the previous row's.
-    public private(set) var trackedChanged = false
-
     /// Fixed members appended to every record's data (e.g. `,"_ab_cdc_lsn":…`), starting with a comma.
     let dataSuffix: [UInt8]
     /// Writes only the data object and a newline (JSON Lines), without the RECORD envelope.
     let dataOnly: Bool
 
-    public init(namespace: String, stream: String, columns: [Column], trackedColumn: Int? = nil, dataSuffix: [UInt8] = [], dataOnly: Bool = false) {
+    public init(namespace: String, stream: String, columns: [Column], dataSuffix: [UInt8] = [], dataOnly: Bool = false) {
         self.dataSuffix = dataSuffix
         self.dataOnly = dataOnly
         count = columns.count
-        self.trackedColumn = trackedColumn
         kinds = .allocate(capacity: max(1, count))
         emitted = .allocate(capacity: max(1, count))
         keyOffsets = .allocate(capacity: max(1, count))
@@ -185,7 +177,6 @@ public final class RecordEncoder {
             if isEmitted { out.append(keyBytes + keyOffsets[c], keyLengths[c]) }
             if end - pos == 2 && p[pos] == 0x5c && p[pos + 1] == UInt8(ascii: "N") {
                 if isEmitted { out.append("null") }
-                if c == trackedColumn { track(nil) }
             } else if escaped {
                 scratch.pointee.removeAll()
                 Self.unescape(UnsafeRawBufferPointer(start: p + pos, count: end - pos), into: &scratch.pointee)
@@ -218,7 +209,6 @@ public final class RecordEncoder {
     /// Writes one value; false when it was replaced by null.
     @inline(__always)
     private func emit(_ c: Int, _ v: UnsafeRawBufferPointer, _ isEmitted: Bool, into out: inout ByteBuffer) -> Bool {
-        if c == trackedColumn { track(v) }
         guard isEmitted else { return true }
         switch kinds[c] {
         case .integer:
@@ -249,20 +239,6 @@ public final class RecordEncoder {
             return arrayEncodings[c]?.append(v, to: &out) ?? true
         }
         return true
-    }
-
-    private func track(_ v: UnsafeRawBufferPointer?) {
-        guard let v else {
-            trackedChanged = trackedValue != nil
-            trackedValue = nil
-            return
-        }
-        if let t = trackedValue, t.count == v.count, t.withUnsafeBytes({ v.count == 0 || memcmp($0.baseAddress!, v.baseAddress!, v.count) == 0 }) {
-            trackedChanged = false
-        } else {
-            trackedValue = Array(v)
-            trackedChanged = true
-        }
     }
 
     /// Undoes COPY text escaping (`\t`, `\n`, `\\`, octal and hex escapes).

@@ -228,18 +228,6 @@ public enum InputState {
     }
 
     public static func parse(documents docs: [JSONValue], file: String) throws(InputError) -> [StreamID: StreamState] {
-        var states: [StreamID: StreamState] = [:]
-        for (i, doc) in docs.enumerated() {
-            guard let msg = StateFile.stateMessage(doc) else { continue }
-            guard msg["type"]?.stringValue == "STREAM" || msg["stream"] != nil else { continue }
-            let at = doc["type"]?.stringValue == "STATE" ? "[\(i)].state" : "[\(i)]"
-            guard let stream = msg["stream"], let desc = stream["stream_descriptor"], let name = desc["name"]?.stringValue, !name.isEmpty else {
-                throw InputError(file: file, path: "\(at).stream.stream_descriptor.name", reason: "is required")
-            }
-            let ns = desc["namespace"]?.stringValue ?? "public"
-            guard let ss = stream["stream_state"], ss != .null else { continue }
-            states[StreamID(namespace: ns, name: name)] = try StreamState.parse(ss, file: file, path: "\(at).stream.stream_state")
-        }
-        return states
+        try SavedState.parse(documents: docs, file: file).streams
     }
 }

@@ -148,6 +148,19 @@ final class PostgresDriver: TableDriver {
         try exec("creating \(t.name)", "CREATE TABLE \(t.quoted) (\(parts.joined(separator: ", ")))")
     }
 
+    /// A full refresh COPYs into a table without its primary key and adds the key at the end.
+    var defersKeys: Bool { true }
+
+    func hasKey(_ t: TableRef) throws -> Bool {
+        try flush()
+        return try exec("inspecting \(t.name)", "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass($1) AND indisprimary) AS k", [t.quoted]).bool(0, "k") == true
+    }
+
+    func addKey(_ t: TableRef, _ key: [String]) throws {
+        try flush()
+        try exec("adding the primary key of \(t.name)", "ALTER TABLE \(t.quoted) ADD PRIMARY KEY (\(key.map(Self.q).joined(separator: ", ")))")
+    }
+
     func addColumn(_ t: TableRef, _ c: DestColumn) throws {
         try flush()
         try exec("adding column \(c.name)", "ALTER TABLE \(t.quoted) ADD COLUMN IF NOT EXISTS \(Self.q(c.name)) \(Self.type(c))")

@@ -113,6 +113,11 @@ final class SQLiteDriver: TableDriver {
         try run("creating \(t.name)") { try db.execute("CREATE TABLE \(t.quoted) (\(parts.joined(separator: ", ")))") }
     }
 
+    /// SQLite keeps an integer key as the rowid: rows loaded in key order append.
+    var defersKeys: Bool { false }
+    func hasKey(_ t: TableRef) throws -> Bool { true }
+    func addKey(_ t: TableRef, _ key: [String]) throws {}
+
     func addColumn(_ t: TableRef, _ c: DestColumn) throws {
         statements = [:]
         try run("adding column \(c.name) to \(t.name)") {

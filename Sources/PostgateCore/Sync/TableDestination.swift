@@ -74,6 +74,11 @@ protocol TableDriver: AnyObject {
     func rollback()
     func columns(of t: TableRef) throws -> [String]?
     func create(_ t: TableRef, columns: [DestColumn], key: [String]) throws
+    /// True when a full refresh loads faster into a staging table without its key, the key being
+    /// added once (an index built by sort) before the table is used.
+    var defersKeys: Bool { get }
+    func hasKey(_ t: TableRef) throws -> Bool
+    func addKey(_ t: TableRef, _ key: [String]) throws
     func addColumn(_ t: TableRef, _ c: DestColumn) throws
     func drop(_ t: TableRef) throws
     /// Drops `t` and renames `staging` to it.
@@ -215,10 +220,12 @@ final class TableDestination: SyncDestination {
         bindings = [:]
         if resume, let have = try driver.columns(of: t.staging) {
             t.present = Set(have.map(driver.naming.fold))
+            // A resumed load merges by key.
+            try ensureKey(s, t.staging)
             return
         }
         try driver.drop(t.staging)
-        try driver.create(t.staging, columns: cols, key: keyNames(s))
+        try driver.create(t.staging, columns: cols, key: driver.defersKeys ? [] : keyNames(s))
         t.present = Set(cols.map { driver.naming.fold($0.name) })
     }
 
@@ -268,8 +275,16 @@ final class TableDestination: SyncDestination {
     func finishFullRefresh(_ s: SyncStream) throws {
         try begin()
         let t = target(s)
+        try ensureKey(s, t.staging)
         try driver.replace(t.table, with: t.staging)
         bindings = [:]
+    }
+
+    /// Adds a deferred primary key to a staging table that lacks it.
+    func ensureKey(_ s: SyncStream, _ t: TableRef) throws {
+        let key = keyNames(s)
+        guard driver.defersKeys, !key.isEmpty, try !driver.hasKey(t) else { return }
+        try driver.addKey(t, key)
     }
 
     func merge(_ s: SyncStream, _ rows: FieldRows) throws {

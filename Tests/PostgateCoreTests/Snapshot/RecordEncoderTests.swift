@@ -2,13 +2,13 @@ import Testing
 @testable import PostgateCore
 
 @Suite struct RecordEncoderTests {
-    func encoder(tracked: Int? = nil) -> RecordEncoder {
+    func encoder() -> RecordEncoder {
         RecordEncoder(namespace: "s\"1", stream: "t", columns: [
             .init(name: "id", encoding: .integer, emitted: true),
             .init(name: "Name \"x\"", encoding: .string, emitted: true),
             .init(name: "f", encoding: .number, emitted: true),
             .init(name: "hidden", encoding: .string, emitted: false),
-        ], trackedColumn: tracked)
+        ])
     }
 
     func encode(_ e: inout RecordEncoder, _ row: String) throws -> JSONValue {
@@ -37,14 +37,17 @@ import Testing
         #expect(v["record"]?["meta"]?["changes"] == [["field": "f", "change": "NULLED", "reason": "SOURCE_SERIALIZATION_ERROR"]])
     }
 
-    @Test func tracksTheCursorColumn() throws {
-        var e = encoder(tracked: 3)
-        _ = try encode(&e, "1\ta\t1\tx\n")
-        #expect(e.trackedValue == Array("x".utf8) && e.trackedChanged)
-        _ = try encode(&e, "2\ta\t1\tx\n")
-        #expect(!e.trackedChanged)
-        _ = try encode(&e, "3\ta\t1\t\\N\n")
-        #expect(e.trackedValue == nil && e.trackedChanged)
+    /// The cursor column of each row (for cursor checkpoints), read by `CopyText.field`.
+    @Test func copyTextFieldsForTheCursor() throws {
+        func field(_ row: String, _ i: Int) throws -> String? {
+            var r = row
+            return try r.withUTF8 { p in try CopyText.field(UnsafeRawBufferPointer(p), i).map { String(decoding: CopyText.unescaped($0), as: UTF8.self) } }
+        }
+        #expect(try field("1\ta\t1\tx\n", 3) == "x")
+        #expect(try field("1\ta\\tb\t1\tx\n", 1) == "a\tb")
+        #expect(try field("1\ta\t1\t\\N\n", 3) == nil)
+        #expect(try field("1\tline\\nbreak\n", 1) == "line\nbreak")
+        #expect(throws: RecordEncoder.MalformedRow.self) { _ = try field("1\ta\n", 3) }
     }
 
     @Test(arguments: ["1\ta\t1\n", "1\ta\t1\tx\ty\n", ""])

@@ -51,6 +51,21 @@ import Testing
         #expect(Self.failure { _ = try InputState.parse(Self.stream(state), file: "s.json") } == path)
     }
 
+    /// One parser reads both kinds of state: a bad GLOBAL state fails even when a good one follows
+    /// it (as a bad stream state always did), and the last of each kind wins.
+    @Test func everyStateIsCheckedByOneParser() throws {
+        let bad = #"{"type":"STATE","state":{"type":"GLOBAL","global":{"shared_state":{"lsn":"zz"},"stream_states":[]}}}"#
+        let good = #"{"type":"STATE","state":{"type":"GLOBAL","global":{"shared_state":{"lsn":"0/20"},"stream_states":[]}}}"#
+        let stream = #"{"type":"STATE","state":{"type":"STREAM","stream":{"stream_descriptor":{"namespace":"s","name":"t"},"stream_state":{"state_type":"full_refresh"}}}}"#
+        #expect(Self.failure { _ = try SavedState.parse(Array("[\(bad),\(good)]".utf8), file: "s.json") } == "[0].state.global.shared_state.lsn")
+        #expect(Self.failure { _ = try CDCState.parse(Array("[\(bad),\(good)]".utf8), file: "s.json") } == "[0].state.global.shared_state.lsn")
+        #expect(Self.failure { _ = try InputState.parse(Array("[\(bad),\(stream)]".utf8), file: "s.json") } == "[0].state.global.shared_state.lsn")
+        let legacy = #"{"type":"STATE","state":{"type":"LEGACY","data":{}}}"#
+        #expect(Self.failure { _ = try SavedState.parse(Array("[\(legacy)]".utf8), file: "s.json") } == "[0].state.type")
+        let saved = try SavedState.parse(Array("[\(good),\(stream),{\"type\":\"LOG\",\"log\":{}}]".utf8), file: "s.json")
+        #expect(saved.cdc?.lsn == LSN(0x20) && saved.streams[StreamID(namespace: "s", name: "t")] == .fullRefreshComplete)
+    }
+
     @Test func validStatesStillParse() throws {
         let g = try #require(try CDCState.parse(Self.global(#"{"lsn":"1/A0","snapshot_filters":[{"xmin":5,"xmax":10,"xip":[6,7],"lsn":"1/90","streams":["a.b",{"namespace":"x.y","name":"z"}]}]}"#), file: "s.json"))
         #expect(g.lsn == LSN(0x1_0000_00A0))

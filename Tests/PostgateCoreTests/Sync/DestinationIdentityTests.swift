@@ -230,20 +230,9 @@ extension Fixture {
     func aResumedFullRefreshCatchesChangesInCopiedRanges(kind: TestDestination.Kind) throws {
         let f = try Fixture("ident_resume_\(kind.rawValue)")
         let s = f.q(f.schema)
-        try f.sql("CREATE TABLE \(s).big (id int PRIMARY KEY, v text) WITH (fillfactor = 90); INSERT INTO \(s).big SELECT g, 'row ' || g || repeat('x', 100) FROM generate_series(1, 200000) g")
-        try f.admin.query("VACUUM ANALYZE \(s).big")
         let dest = try TestDestination(kind, lab: f.lab)
-        let cfg = try CLI.writeConfig(f.config(["batch_fetch_limit": 2000]))
-        let bg = try BackgroundSync(config: cfg, destination: dest.url)
-        // Kill once a good part of the table is committed but the load is unfinished.
-        let staged = try eventually(60) {
-            guard let st = try dest.savedState("stream:\(f.schema).big")?["state"]?["stream"]?["stream_state"], st["state_type"] == "ctid",
-                  let page = st["ctid"]?.stringValue, let n = Int(page.dropFirst().split(separator: ",")[0]) else { return false }
-            return n >= 200
-        }
-        #expect(staged)
-        kill(bg.process.processIdentifier, SIGKILL)
-        _ = bg.waitExit()
+        // Killed once a good part of the table is committed but the load is unfinished.
+        try f.killedFullRefresh(into: dest, atPage: 200, tableOptions: "WITH (fillfactor = 90)")
         // Changes in the copied pages between the kill and the rerun: deletes, in-place updates,
         // and updates that move a row to the end of the table.
         try f.admin.query("DELETE FROM \(s).big WHERE id BETWEEN 100 AND 149")

@@ -146,6 +146,25 @@ extension Fixture {
     }
 }
 
+extension Fixture {
+    /// Makes table `big` (200,000 rows), starts a full-refresh sync of it into `dest` in chunks of
+    /// 2,000 rows, and SIGKILLs it once a checkpoint at page `atPage` or later is committed.
+    func killedFullRefresh(into dest: TestDestination, atPage: Int, tableOptions: String = "") throws {
+        let s = q(schema)
+        try sql("CREATE TABLE \(s).big (id int PRIMARY KEY, v text) \(tableOptions); INSERT INTO \(s).big SELECT g, 'row ' || g || repeat('x', 100) FROM generate_series(1, 200000) g")
+        try admin.query("VACUUM ANALYZE \(s).big")
+        let bg = try BackgroundSync(config: try CLI.writeConfig(config(["batch_fetch_limit": 2000])), destination: dest.url)
+        let staged = try eventually(60) {
+            guard let st = try dest.savedState("stream:\(schema).big")?["state"]?["stream"]?["stream_state"], st["state_type"] == "ctid",
+                  let page = st["ctid"]?.stringValue, let n = Int(page.dropFirst().split(separator: ",")[0]) else { return false }
+            return n >= atPage
+        }
+        #expect(staged, "a chunk at page \(atPage) or later was committed before the kill")
+        kill(bg.process.processIdentifier, SIGKILL)
+        _ = bg.waitExit()
+    }
+}
+
 extension CLIResult {
     /// The summary line of one stream: (inserted, updated, deleted).
     func applied(_ stream: String) -> (Int, Int, Int)? {
@@ -303,19 +322,8 @@ func eventually(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> B
     @Test(arguments: TestDestination.Kind.allCases)
     func aKilledFullRefreshResumesAndConverges(kind: TestDestination.Kind) throws {
         let f = try Fixture("sync_kill_\(kind.rawValue)")
-        let s = f.q(f.schema)
-        try f.sql("CREATE TABLE \(s).big (id int PRIMARY KEY, v text); INSERT INTO \(s).big SELECT g, 'row ' || g || repeat('x', 100) FROM generate_series(1, 200000) g")
-        try f.admin.query("VACUUM ANALYZE \(s).big")
         let dest = try TestDestination(kind, lab: f.lab)
-        let cfg = try CLI.writeConfig(f.config(["batch_fetch_limit": 2000]))
-        let bg = try BackgroundSync(config: cfg, destination: dest.url)
-        // Kill once some chunks are committed but the load is unfinished.
-        let staged = try eventually(60) {
-            try dest.savedState("stream:\(f.schema).big")?["state"]?["stream"]?["stream_state"]?["state_type"] == "ctid"
-        }
-        #expect(staged)
-        kill(bg.process.processIdentifier, SIGKILL)
-        _ = bg.waitExit()
+        try f.killedFullRefresh(into: dest, atPage: 1)
 
         let r = try f.sync(f.config(["batch_fetch_limit": 2000]), dest)
         #expect(r.status == 0, "\(r.stderr)")
