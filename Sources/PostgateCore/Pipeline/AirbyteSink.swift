@@ -118,7 +118,7 @@ final class ChangeEncoder {
         for (i, v) in change.values.enumerated() where i < columns.count && columns[i].emitted {
             if deleted && change.keyOnly && !columns[i].isKey { continue }
             var value = v
-            if case .unchangedToast = v, let old = change.old, i < old.count {
+            if case .unchangedToast = v, !change.oldKeyOnly, let old = change.old, i < old.count {
                 if case .unchangedToast = old[i] {} else { value = old[i] }
             }
             if case .unchangedToast = value {

@@ -65,6 +65,8 @@ public struct Change {
     public var values: [TupleValue]
     /// An update's old row or old key, when the server sent one (key change, REPLICA IDENTITY FULL).
     public var old: [TupleValue]?
+    /// `old` holds only the key (its other columns are not the row's values).
+    public var oldKeyOnly: Bool = false
     /// A delete that carries only the key columns (default replica identity).
     public var keyOnly: Bool
     public var lsn: LSN
@@ -99,10 +101,14 @@ public protocol ReadSink: AnyObject {
     func presentKeys(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws
     /// The end of the `presentKeys` rows of the stream.
     func presentKeysEnd(_ stream: StreamID) throws
+    /// A full refresh that was to resume starts over from the first page (the table was
+    /// rewritten, or the interrupted read cannot be compared with it): what was staged is void.
+    func restartLoad(_ stream: StreamID) throws
 }
 
 extension ReadSink {
     public var reconcilesResumedLoads: Bool { false }
     public func presentKeys(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws {}
     public func presentKeysEnd(_ stream: StreamID) throws {}
+    public func restartLoad(_ stream: StreamID) throws {}
 }

@@ -275,9 +275,10 @@ public final class CDCReader {
                             try emit(shape, Change(kind: .insert, values: new, old: nil, keyOnly: false, lsn: walStart, time: commitTime))
                             sinceState += 1
                         }
-                    case .update(let rel, _, let old, let new):
+                    case .update(let rel, let oldKind, let old, let new):
                         if let r = relations[rel], let s = r.stream, let shape = r.shape, !skipFor.contains(s.id) {
-                            try emit(shape, Change(kind: .update, values: new, old: old, keyOnly: false, lsn: walStart, time: commitTime))
+                            try emit(shape, Change(kind: .update, values: new, old: old, oldKeyOnly: oldKind == UInt8(ascii: "K"),
+                                                   keyOnly: false, lsn: walStart, time: commitTime))
                             sinceState += 1
                         }
                     case .delete(let rel, let kind, let old):

@@ -72,8 +72,9 @@ public final class SnapshotReader {
             var resumed: StreamState.Load?
             if case .load(let l)? = state, l.incremental == nil, l.xminLowerBound == nil { start = l.nextPage; resumed = l }
             if hasCtid {
-                if let l = resumed, start > 0, sink.reconcilesResumedLoads {
-                    start = try reconcile(cs, ds, info: info, resumed: l)
+                if let l = resumed, sink.reconcilesResumedLoads {
+                    if start > 0 { start = try reconcile(cs, ds, info: info, resumed: l) }
+                    if start == 0 { try sink.restartLoad(ds.id) }
                 }
                 try readChunks(cs, ds, info: info, from: start, incremental: nil, xminLowerBound: nil, completion: .fullRefreshComplete)
             } else {

@@ -36,7 +36,12 @@ public final class FieldLayout: Sendable {
 /// field the unescaped value's bytes (or NULL, or "omitted": an unchanged TOAST value the
 /// destination keeps). A value type, handed from the reader thread to the applier.
 public struct FieldRows: Sendable {
-    public enum Op: UInt8, Sendable { case upsert, delete }
+    public enum Op: UInt8, Sendable {
+        case upsert, delete
+        /// The row under this (old) key moves to the key of the next row, an upsert; the fields
+        /// that row omits (unchanged TOAST values) keep this row's values.
+        case rekey
+    }
     public static let null: Int32 = -1
     public static let omitted: Int32 = -2
 
@@ -178,13 +183,16 @@ public struct FieldRows: Sendable {
     public mutating func appendChange(_ change: Change) {
         // Without a key, an update replaces one row equal to the old row; with one, the old key
         // goes when the update changed it.
+        // An old key tuple carries only the key: its other columns are not values.
+        let oldRow = change.oldKeyOnly ? nil : change.old
         if change.kind == .update, let old = change.old, layout.primaryKey.isEmpty || keyChanged(old: old, new: change.values) {
             appendTuple(old, old: nil, change: change, keysOnly: !layout.primaryKey.isEmpty)
-            ops.append(.delete)
+            let omits = change.values.contains { if case .unchangedToast = $0 { return true } else { return false } }
+            ops.append(!layout.primaryKey.isEmpty && omits && oldRow == nil ? .rekey : .delete)
         }
         switch change.kind {
         case .insert, .update:
-            appendTuple(change.values, old: change.old, change: change, keysOnly: false)
+            appendTuple(change.values, old: oldRow, change: change, keysOnly: false)
             ops.append(.upsert)
         case .delete:
             appendTuple(change.values, old: nil, change: change, keysOnly: change.keyOnly)

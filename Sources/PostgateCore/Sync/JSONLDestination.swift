@@ -208,13 +208,14 @@ public final class JSONLDestination: SyncDestination {
                     buf.append(keys[f])
                     if let v = rows.field(r, f, arena) { _ = columns[f].encoding.append(v, to: &buf) } else { buf.append("null") }
                 }
-                if cdc || rows.ops[r] == .delete {
+                let deleting = rows.ops[r] != .upsert
+                if cdc || deleting {
                     if !first { buf.append(UInt8(ascii: ",")) }
                     first = false
                     buf.append(#""_ab_cdc_deleted_at":"#)
-                    if rows.ops[r] == .delete, let t = timeField, let v = rows.field(r, t, arena) {
+                    if deleting, let t = timeField, let v = rows.field(r, t, arena) {
                         JSONBytes.appendString(v, to: &buf)
-                    } else if rows.ops[r] == .delete {
+                    } else if deleting {
                         buf.append("true")
                     } else {
                         buf.append("null")
@@ -231,7 +232,7 @@ public final class JSONLDestination: SyncDestination {
                 }
                 buf.append("}\n")
                 switch rows.ops[r] {
-                case .delete: o.deleted += 1
+                case .delete, .rekey: o.deleted += 1
                 case .upsert: o.appended += 1
                 }
             }
@@ -280,7 +281,12 @@ public final class JSONLDestination: SyncDestination {
             if keep.contains(l.key) { out += l.text; out.append(0x0a) } else { removed += 1 }
         }
         try Self.writeDurably(out, to: path(f))
+        fsyncDirectory()
+        // The rewritten file is taken as committed at once (the states stay as they were): a kill
+        // before the next commit reconciles again from the same checkpoint, which converges, as
+        // the rewrite keeps the last line per key.
         lengths[f] = UInt64(out.count)
+        try saveStateFile(committedAssignments)
         return removed
     }
 
@@ -310,6 +316,14 @@ public final class JSONLDestination: SyncDestination {
         }
         renames = []
         for (k, m) in newStates { states[k] = m == .null ? nil : m }
+        try saveStateFile(assignments)
+        committedAssignments = assignments
+        for (k, o) in outcomes { committedOutcomes[k, default: Outcomes()].add(o) }
+        outcomes = [:]
+    }
+
+    /// Writes the state file: states, committed file lengths and table assignments.
+    func saveStateFile(_ assignments: [StreamID: TableAssignment]) throws {
         let doc: JSONValue = ["states": .object(JSONObject(states.keys.sorted().map { ($0, states[$0]!) })),
                               "files": .object(JSONObject(lengths.keys.sorted().map { ($0, .number(String(lengths[$0]!))) })),
                               "tables": .array(assignments.values.sorted { $0.table < $1.table }.map(\.json))]
@@ -317,9 +331,6 @@ public final class JSONLDestination: SyncDestination {
         w.value(doc)
         try Self.writeDurably(w.bytes, to: path(Self.stateFile))
         fsyncDirectory()
-        committedAssignments = assignments
-        for (k, o) in outcomes { committedOutcomes[k, default: Outcomes()].add(o) }
-        outcomes = [:]
     }
 
     public func rollback() {

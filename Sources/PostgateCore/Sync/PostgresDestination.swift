@@ -16,9 +16,13 @@ final class PostgresDriver: TableDriver {
     var copyData = ByteBuffer(capacity: 1 << 16)
     /// Merges waiting for one table, the newest operation per key.
     var batch: Batch?
-    /// Temporary tables made in this session, by purpose and table.
+    /// Temporary tables made in this session, by purpose, table and columns.
     var temps: [String: String] = [:]
+    /// Numbers temporary tables, never reused within the session.
+    var tempSequence = 0
     var schemas: Set<String> = []
+    /// The temporary table of the keys listed for a staging table being reconciled.
+    var keyTables: [TableRef: String] = [:]
 
     final class Batch {
         let table: TableRef
@@ -125,6 +129,7 @@ final class PostgresDriver: TableDriver {
         _ = try? conn.query("ROLLBACK")
         // Temporary tables made in the abandoned transaction are gone.
         temps = [:]
+        keyTables = [:]
         schemas = []
     }
 
@@ -136,6 +141,17 @@ final class PostgresDriver: TableDriver {
     }
 
     static func type(_ c: DestColumn) -> String { DestinationTypes.postgres(c.encoding, c.type) }
+
+    /// Types without an equality operator, or whose `=` is not sameness (box, circle and path
+    /// compare areas or point counts): compared by their text.
+    static let comparedAsText: Set<String> = ["json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"]
+
+    /// `expr` in a form that compares by value.
+    static func comparable(_ expr: String, _ c: DestColumn) -> String {
+        let t = type(c)
+        let base = t.hasSuffix("[]") ? String(t.dropLast(2)) : t
+        return comparedAsText.contains(base) ? "(\(expr))::text" : expr
+    }
 
     func create(_ t: TableRef, columns: [DestColumn], key: [String]) throws {
         try flush()
@@ -164,7 +180,6 @@ final class PostgresDriver: TableDriver {
     func addColumn(_ t: TableRef, _ c: DestColumn) throws {
         try flush()
         try exec("adding column \(c.name)", "ALTER TABLE \(t.quoted) ADD COLUMN IF NOT EXISTS \(Self.q(c.name)) \(Self.type(c))")
-        temps = temps.filter { !$0.key.hasSuffix(t.quoted) }
     }
 
     func drop(_ t: TableRef) throws {
@@ -261,14 +276,29 @@ final class PostgresDriver: TableDriver {
         }
         try flushCopy()
         if let b = batch, !b.matches(t, fields, key) { try flushBatch() }
-        let b = batch ?? Batch(table: t, fields: fields, key: key)
+        var b = batch ?? Batch(table: t, fields: fields, key: key)
         batch = b
         var line = ByteBuffer(capacity: 256)
         defer { line.deallocate() }
         try rows.withArena { arena in
-            for r in 0..<rows.count {
+            var taken = -1
+            for r in 0..<rows.count where r != taken {
                 let k = Self.keyBytes(rows, r, key, arena)
-                if rows.ops[r] == .delete {
+                if rows.ops[r] == .rekey && r + 1 < rows.count {
+                    // Move the row to its new key, keeping what the new version omits.
+                    try flushBatch()
+                    let carried = fields.indices.filter { !rows.isAbsent(r + 1, $0) }
+                    let set = carried.enumerated().map { "\(Self.q(fields[$1].name)) = $\($0 + 1)::\(Self.type(fields[$1]))" }.joined(separator: ", ")
+                    let cond = key.enumerated().map { "\(Self.q(fields[$1].name)) = $\(carried.count + $0 + 1)::\(Self.type(fields[$1]))" }.joined(separator: " AND ")
+                    let n = try exec("moving a row of \(t.name) to its new key", "UPDATE \(t.quoted) SET \(set) WHERE \(cond)",
+                                     params(rows, r + 1, carried, arena) + params(rows, r, key, arena)).affectedRows
+                    b = Batch(table: t, fields: fields, key: key)
+                    batch = b
+                    if n > 0 {
+                        o.updated += 1
+                        taken = r + 1
+                    }
+                } else if rows.ops[r] != .upsert {
                     line.removeAll()
                     Self.appendCopyLine(rows, r, key, arena, to: &line)
                     b.upserts[k] = nil
@@ -278,6 +308,7 @@ final class PostgresDriver: TableDriver {
                     // A row without its unchanged TOAST values updates only what it carries.
                     try flushBatch()
                     o.add(try partial(t, fields, key, rows, r, arena))
+                    b = Batch(table: t, fields: fields, key: key)
                     batch = b
                 } else {
                     line.removeAll()
@@ -304,12 +335,13 @@ final class PostgresDriver: TableDriver {
     }
 
     func temp(_ purpose: String, _ t: TableRef, _ columns: String) throws -> String {
-        let id = purpose + t.quoted
+        let id = purpose + "\u{0}" + t.quoted + "\u{0}" + columns
         if let name = temps[id] {
             try exec("batching", "TRUNCATE \(name)")
             return name
         }
-        let name = Self.q("_postgate_\(purpose)_\(temps.count)")
+        tempSequence += 1
+        let name = Self.q("_postgate_\(purpose)_\(tempSequence)")
         try exec("batching", "DROP TABLE IF EXISTS pg_temp.\(name)")
         try exec("batching", "CREATE TEMP TABLE \(name) AS SELECT \(columns) FROM \(t.quoted) WITH NO DATA")
         temps[id] = name
@@ -350,8 +382,8 @@ final class PostgresDriver: TableDriver {
             } else {
                 sql += "DO UPDATE SET " + updatable.map { "\(names[$0]) = excluded.\(names[$0])" }.joined(separator: ", ")
                 if !compared.isEmpty {
-                    sql += " WHERE (" + compared.map { "t.\(names[$0])" }.joined(separator: ", ") + ", NULL) IS DISTINCT FROM ("
-                        + compared.map { "excluded.\(names[$0])" }.joined(separator: ", ") + ", NULL)"
+                    sql += " WHERE (" + compared.map { Self.comparable("t.\(names[$0])", b.fields[$0]) }.joined(separator: ", ") + ", NULL) IS DISTINCT FROM ("
+                        + compared.map { Self.comparable("excluded.\(names[$0])", b.fields[$0]) }.joined(separator: ", ") + ", NULL)"
                 }
             }
             sql += " RETURNING (xmax = 0) AS inserted"
@@ -389,7 +421,10 @@ final class PostgresDriver: TableDriver {
         let present = fields.indices.filter { !rows.isAbsent(r, $0) && !fields[$0].name.hasPrefix("_ab_cdc_") }
         var o = Outcomes()
         guard !present.isEmpty else { o.unchanged += 1; return o }
-        let cond = present.enumerated().map { "\(Self.q(fields[$0.element].name)) IS NOT DISTINCT FROM $\($0.offset + 1)::\(Self.type(fields[$0.element]))" }.joined(separator: " AND ")
+        let cond = present.enumerated().map {
+            Self.comparable(Self.q(fields[$0.element].name), fields[$0.element]) + " IS NOT DISTINCT FROM "
+                + Self.comparable("$\($0.offset + 1)::\(Self.type(fields[$0.element]))", fields[$0.element])
+        }.joined(separator: " AND ")
         let values = rows.withArena { params(rows, r, present, $0) }
         let n = try exec("deleting from \(t.name)", "DELETE FROM \(t.quoted) WHERE ctid = (SELECT ctid FROM \(t.quoted) WHERE \(cond) LIMIT 1)", values).affectedRows
         if n > 0 { o.deleted += 1 } else { o.unchanged += 1 }
@@ -401,9 +436,11 @@ final class PostgresDriver: TableDriver {
     func addPresentKeys(_ t: TableRef, fields: [DestColumn], rows: FieldRows) throws {
         try flush()
         let list = fields.map { Self.q($0.name) }.joined(separator: ", ")
-        let id = "keys" + t.quoted
         let tmp: String
-        if let name = temps[id] { tmp = name } else { tmp = try temp("keys", t, list) }
+        if let name = keyTables[t] { tmp = name } else {
+            tmp = try temp("keys", t, list)
+            keyTables[t] = tmp
+        }
         var data = ByteBuffer(capacity: rows.count * 16 + 16)
         defer { data.deallocate() }
         rows.withArena { arena in
@@ -414,8 +451,11 @@ final class PostgresDriver: TableDriver {
 
     func prune(_ t: TableRef, keyColumns: [String]) throws -> Int {
         try flush()
-        guard let tmp = temps["keys" + t.quoted] else { return 0 }
-        temps["keys" + t.quoted] = nil
+        // No key listed: every row is gone at the source.
+        guard let tmp = keyTables.removeValue(forKey: t) else {
+            return try exec("removing rows deleted at the source", "DELETE FROM \(t.quoted)").affectedRows
+        }
+        temps = temps.filter { $0.value != tmp }
         let match = keyColumns.map { "k.\(Self.q($0)) = s.\(Self.q($0))" }.joined(separator: " AND ")
         let n = try exec("removing rows deleted at the source", "DELETE FROM \(t.quoted) AS s WHERE NOT EXISTS (SELECT 1 FROM \(tmp) k WHERE \(match))").affectedRows
         try exec("removing rows deleted at the source", "DROP TABLE \(tmp)")

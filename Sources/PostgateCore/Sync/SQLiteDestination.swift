@@ -8,6 +8,8 @@ final class SQLiteDriver: TableDriver {
     let db: SQLiteConnection
     let path: String
     var statements: [String: SQLiteStatement] = [:]
+    /// Staging tables whose present keys are being listed (in `temp._postgate_keys`).
+    var keysMade: Set<TableRef> = []
     let naming = NamingRules(foldsCase: true, hasSchemas: false, maxBytes: nil)
     static let stateTable = "_postgate_state"
     static let tablesTable = "_postgate_tables"
@@ -96,6 +98,7 @@ final class SQLiteDriver: TableDriver {
     func rollback() {
         try? db.execute("ROLLBACK")
         statements = [:]
+        keysMade = []
         outcomes = [:]
     }
 
@@ -211,7 +214,25 @@ final class SQLiteDriver: TableDriver {
         let compared = fields.indices.filter { !isKey.contains($0) && !fields[$0].name.hasPrefix("_ab_cdc_") }
         try run("applying changes to \(t.name)") {
             try rows.withArena { arena throws(SQLiteError) in
-                for r in 0..<rows.count {
+                var taken = -1
+                for r in 0..<rows.count where r != taken {
+                    if rows.ops[r] == .rekey, !key.isEmpty, r + 1 < rows.count {
+                        // Move the row to its new key, keeping what the new version omits.
+                        let carried = fields.indices.filter { !rows.isAbsent(r + 1, $0) }
+                        let st = try statement("rekey\u{0}\(t.quoted)\u{0}\(names.joined(separator: ","))\u{0}\(carried.map(String.init).joined(separator: ","))") {
+                            let set = carried.enumerated().map { "\(names[$1]) = ?\($0 + 1)" }.joined(separator: ", ")
+                            let cond = key.enumerated().map { "\(names[$1]) IS ?\(carried.count + $0 + 1)" }.joined(separator: " AND ")
+                            return "UPDATE OR REPLACE \(t.quoted) SET \(set) WHERE \(cond)"
+                        }
+                        for (j, f) in carried.enumerated() { Self.bind(st, Int32(j + 1), kinds[f], rows, r + 1, f, arena) }
+                        for (j, f) in key.enumerated() { Self.bind(st, Int32(carried.count + j + 1), kinds[f], rows, r, f, arena) }
+                        try st.run()
+                        if db.changes > 0 {
+                            o.updated += 1
+                            taken = r + 1
+                        }
+                        continue
+                    }
                     // Fields the row carries (unchanged TOAST values keep the destination's).
                     var present = Array(fields.indices)
                     var mask = ""
@@ -220,7 +241,7 @@ final class SQLiteDriver: TableDriver {
                         mask = present.map(String.init).joined(separator: ",")
                     }
                     switch rows.ops[r] {
-                    case .delete:
+                    case .delete, .rekey:
                         if key.isEmpty {
                             let cond = present.filter { !fields[$0].name.hasPrefix("_ab_cdc_") }
                             guard !cond.isEmpty else { o.unchanged += 1; continue }
@@ -273,7 +294,9 @@ final class SQLiteDriver: TableDriver {
     func addPresentKeys(_ t: TableRef, fields: [DestColumn], rows: FieldRows) throws {
         let kinds = fields.map { DestinationTypes.sqliteValue($0.encoding, $0.type) }
         try run("listing present keys") {
-            if statements["keys"] == nil {
+            if !keysMade.contains(t) {
+                keysMade.insert(t)
+                statements["keys"] = nil
                 try db.execute("DROP TABLE IF EXISTS \(Self.keysTable)")
                 try db.execute("CREATE TABLE \(Self.keysTable) (\(fields.map { Self.q($0.name) }.joined(separator: ", ")), PRIMARY KEY (\(fields.map { Self.q($0.name) }.joined(separator: ", "))))")
             }
@@ -290,7 +313,12 @@ final class SQLiteDriver: TableDriver {
     func prune(_ t: TableRef, keyColumns: [String]) throws -> Int {
         var n = 0
         try run("removing rows deleted at the source from \(t.name)") {
-            if statements["keys"] == nil { return }
+            // No key listed: every row is gone at the source.
+            guard keysMade.remove(t) != nil else {
+                try db.execute("DELETE FROM \(t.quoted)")
+                n = db.changes
+                return
+            }
             let match = keyColumns.map { "k.\(Self.q($0)) = \(t.quoted).\(Self.q($0))" }.joined(separator: " AND ")
             try db.execute("DELETE FROM \(t.quoted) WHERE NOT EXISTS (SELECT 1 FROM \(Self.keysTable) k WHERE \(match))")
             n = db.changes

@@ -83,7 +83,9 @@ public final class SyncEngine {
         var resume: Set<StreamID> = []
         var readStates = saved.streams
         for s in plan where s.mode == .fullRefresh {
-            if case .load(let l)? = saved.streams[s.id], l.incremental == nil, !s.primaryKey.isEmpty, try destination.hasStaging(s) {
+            // The reconciliation of a resumed load lists the table's own key, so the stream's must be it.
+            if case .load(let l)? = saved.streams[s.id], l.incremental == nil, !s.primaryKey.isEmpty, s.primaryKey == s.discovered.primaryKey,
+               try destination.hasStaging(s) {
                 resume.insert(s.id)
                 logger.info("\(s.id): resuming the interrupted full refresh at page \(l.nextPage)")
             } else {
@@ -143,6 +145,7 @@ enum SyncEvent: Sendable {
     case truncate(StreamID)
     case keys(FieldLayout, [UInt8])
     case keysEnd(StreamID)
+    case restartLoad(StreamID)
     case checkpoint(Checkpoint)
     case rollback
 
@@ -370,6 +373,11 @@ final class SyncSink: ReadSink {
         try sendPending()
         try queue.push(.keysEnd(stream))
     }
+
+    func restartLoad(_ stream: StreamID) throws {
+        try sendPending()
+        try queue.push(.restartLoad(stream))
+    }
 }
 
 /// Applies the events to the destination on its own thread; reports committed LSNs to the CDC reader.
@@ -389,7 +397,7 @@ final class Applier: CDCCommitFeedback, Sendable {
     final class Work {
         let destination: SyncDestination
         let streams: [StreamID: SyncStream]
-        let resume: Set<StreamID>
+        var resume: Set<StreamID>
         let progress: SyncProgress
         let printer: ProgressPrinter
         let stateFile: String?
@@ -492,6 +500,10 @@ final class Applier: CDCCommitFeedback, Sendable {
                 guard let s = w.streams[id] else { continue }
                 let n = try w.destination.prunePresentKeys(s)
                 if n > 0 { w.logger.info("\(id): removed \(n) staged rows deleted at the source since the interrupted read") }
+            case .restartLoad(let id):
+                guard let s = w.streams[id], w.resume.remove(id) != nil else { continue }
+                w.logger.info("\(id): the interrupted full refresh starts over; its staged rows are dropped")
+                try w.destination.startFullRefresh(s, resume: false)
             case .checkpoint(let c):
                 try commit(c)
             case .rollback:

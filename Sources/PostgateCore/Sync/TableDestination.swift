@@ -101,6 +101,7 @@ final class TableDestination: SyncDestination {
     let logger: Logger
     var states: [JSONValue]
     var assignments: [StreamID: TableAssignment] = [:]
+    var committedAssignments: [StreamID: TableAssignment] = [:]
     /// Assignments changed in the open transaction (saved with the next commit).
     var changed: Set<StreamID> = []
     var inTransaction = false
@@ -135,6 +136,7 @@ final class TableDestination: SyncDestination {
         let saved = try driver.readBookkeeping()
         states = saved.states
         for a in saved.assignments { assignments[a.stream] = a }
+        committedAssignments = assignments
     }
 
     func committedState() throws -> [JSONValue] { states }
@@ -322,7 +324,8 @@ final class TableDestination: SyncDestination {
         for m in states { if let k = Self.stateKey(m) { byKey[k] = m } }
         for (k, m) in newStates { byKey[k] = m == .null ? nil : m }
         states = byKey.keys.sorted().map { byKey[$0]! }
-        let byTable = Dictionary(tables.map { ($0.value.table, $0.key) }, uniquingKeysWith: { a, _ in a })
+        committedAssignments = assignments
+        let byTable = Dictionary(tables.flatMap { [($0.value.table, $0.key), ($0.value.staging, $0.key)] }, uniquingKeysWith: { a, _ in a })
         for (t, o) in driver.takeOutcomes() {
             if let id = byTable[t] { committedOutcomes[id, default: Outcomes()].add(o) }
         }
@@ -347,8 +350,8 @@ final class TableDestination: SyncDestination {
         inTransaction = false
         bindings = [:]
         tables = [:]
-        // Assignments made in the abandoned transaction are made again.
-        for id in changed { assignments[id] = nil }
+        // Assignments are as committed; what the abandoned transaction assigned is assigned again.
+        assignments = committedAssignments
         changed = []
     }
 }
