@@ -1,3 +1,5 @@
+import Foundation
+
 /// The one destination type map, derived from each column's value encoding and source type.
 ///
 /// SQLite: INTEGER (integers; xid8 as DECIMAL_TEXT), REAL (real, double precision), DECIMAL_TEXT (numeric and money:
@@ -88,15 +90,14 @@ extension ValueText {
 
     /// A float's value (`NaN`, `Infinity` and `-Infinity` included).
     static func double(_ v: UnsafeRawBufferPointer) -> Double? {
-        var s = ""
-        s.reserveCapacity(v.count)
-        for b in v { s.unicodeScalars.append(Unicode.Scalar(b)) }
-        if let d = Double(s) { return d }
-        switch s {
-        case "Infinity": return .infinity
-        case "-Infinity": return -.infinity
-        case "NaN": return .nan
-        default: return nil
+        guard v.count > 0, v.count < 64 else { return nil }
+        // strtod on a NUL-terminated stack copy; it also reads Infinity, -Infinity and NaN.
+        return withUnsafeTemporaryAllocation(of: CChar.self, capacity: v.count + 1) { buf -> Double? in
+            for i in 0..<v.count { buf[i] = CChar(bitPattern: v[i]) }
+            buf[v.count] = 0
+            var end: UnsafeMutablePointer<CChar>?
+            let d = strtod(buf.baseAddress!, &end)
+            return end == buf.baseAddress! + v.count ? d : nil
         }
     }
 

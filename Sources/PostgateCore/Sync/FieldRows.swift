@@ -67,6 +67,12 @@ public struct FieldRows: Sendable {
 
     public func isAbsent(_ r: Int, _ f: Int) -> Bool { lengths[r * layout.width + f] == Self.omitted }
 
+    /// True when row `r` leaves any field out (an unchanged TOAST value).
+    public func omitsAny(_ r: Int) -> Bool {
+        let w = layout.width
+        return lengths[(r * w)..<(r * w + w)].contains(Self.omitted)
+    }
+
     /// Runs `body` with the arena's bytes, for `field(_:_:_:)`.
     @inline(__always)
     public func withArena<T, E: Error>(_ body: (UnsafeRawBufferPointer) throws(E) -> T) throws(E) -> T {

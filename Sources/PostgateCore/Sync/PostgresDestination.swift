@@ -242,8 +242,9 @@ final class PostgresDriver: TableDriver {
         } else {
             var rows = FieldRows(layout: layout)
             try CopyText.forEachRow(copyText) { try rows.appendCopyRow($0) }
+            let all = Array(fields.indices)
             rows.withArena { arena in
-                for r in 0..<rows.count { Self.appendCopyLine(rows, r, Array(0..<fields.count), arena, to: &copyData) }
+                for r in 0..<rows.count { Self.appendCopyLine(rows, r, all, arena, to: &copyData) }
             }
         }
         if copyData.count >= 8 << 20 { try flushCopy() }
@@ -280,6 +281,7 @@ final class PostgresDriver: TableDriver {
         batch = b
         var line = ByteBuffer(capacity: 256)
         defer { line.deallocate() }
+        let all = Array(fields.indices)
         try rows.withArena { arena in
             var taken = -1
             for r in 0..<rows.count where r != taken {
@@ -304,7 +306,7 @@ final class PostgresDriver: TableDriver {
                     b.upserts[k] = nil
                     b.deletes[k] = Array(line.bytes)
                     b.bytes += line.count
-                } else if (0..<fields.count).contains(where: { rows.isAbsent(r, $0) }) {
+                } else if rows.omitsAny(r) {
                     // A row without its unchanged TOAST values updates only what it carries.
                     try flushBatch()
                     o.add(try partial(t, fields, key, rows, r, arena))
@@ -312,7 +314,7 @@ final class PostgresDriver: TableDriver {
                     batch = b
                 } else {
                     line.removeAll()
-                    Self.appendCopyLine(rows, r, Array(0..<fields.count), arena, to: &line)
+                    Self.appendCopyLine(rows, r, all, arena, to: &line)
                     b.upserts[k] = Array(line.bytes)
                     b.bytes += line.count
                 }

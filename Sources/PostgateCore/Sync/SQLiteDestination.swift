@@ -161,7 +161,7 @@ final class SQLiteDriver: TableDriver {
             let kinds = fields.map { DestinationTypes.sqliteValue($0.encoding, $0.type) }
             try rows.withArena { arena throws(SQLiteError) in
                 for r in 0..<rows.count {
-                    for f in 0..<fields.count { Self.bind(st, Int32(f + 1), kinds[f], rows, r, f, arena) }
+                    for f in 0..<fields.count { bind(st, Int32(f + 1), kinds[f], rows, r, f, arena) }
                     try st.run()
                 }
             }
@@ -171,9 +171,14 @@ final class SQLiteDriver: TableDriver {
     static func marks(_ n: Int, from: Int = 1) -> String { (from..<(from + n)).map { "?\($0)" }.joined(separator: ", ") }
 
     /// Binds field `f` of row `r` as its destination type.
+    /// Reused for values converted before binding (times, arrays); SQLite copies them.
+    var scratch = ByteBuffer(capacity: 256)
+
+    deinit { scratch.deallocate() }
+
     @inline(__always)
-    static func bind(_ st: SQLiteStatement, _ i: Int32, _ kind: DestinationTypes.SQLiteValue, _ rows: FieldRows, _ r: Int, _ f: Int,
-                     _ arena: UnsafeRawBufferPointer) {
+    func bind(_ st: SQLiteStatement, _ i: Int32, _ kind: DestinationTypes.SQLiteValue, _ rows: FieldRows, _ r: Int, _ f: Int,
+              _ arena: UnsafeRawBufferPointer) {
         guard let v = rows.field(r, f, arena) else { st.bindNull(i); return }
         switch kind {
         case .text, .exactText:
@@ -187,10 +192,9 @@ final class SQLiteDriver: TableDriver {
         case .blob:
             if let blob = ValueText.hexBytes(v) { blob.withUnsafeBytes { st.bindBlob(i, $0) } } else { st.bindTextNoCopy(i, v) }
         case .isoTime(let e), .json(let e):
-            var buf = ByteBuffer(capacity: v.count + 16)
-            defer { buf.deallocate() }
-            _ = e.append(v, to: &buf)
-            var out = buf.bytes
+            scratch.removeAll()
+            _ = e.append(v, to: &scratch)
+            var out = scratch.bytes
             // Times come back as JSON strings: their text is what is stored.
             if case .isoTime = kind, out.count >= 2, out[0] == 0x22 { out = UnsafeRawBufferPointer(rebasing: out[1..<(out.count - 1)]) }
             if out.count == 4 && out[0] == UInt8(ascii: "n") && out[1] == UInt8(ascii: "u") { st.bindNull(i) } else { st.bindText(i, out) }
@@ -212,6 +216,7 @@ final class SQLiteDriver: TableDriver {
         let names = fields.map { Self.q($0.name) }
         let isKey = Set(key)
         let compared = fields.indices.filter { !isKey.contains($0) && !fields[$0].name.hasPrefix("_ab_cdc_") }
+        let all = Array(fields.indices)
         try run("applying changes to \(t.name)") {
             try rows.withArena { arena throws(SQLiteError) in
                 var taken = -1
@@ -224,8 +229,8 @@ final class SQLiteDriver: TableDriver {
                             let cond = key.enumerated().map { "\(names[$1]) IS ?\(carried.count + $0 + 1)" }.joined(separator: " AND ")
                             return "UPDATE OR REPLACE \(t.quoted) SET \(set) WHERE \(cond)"
                         }
-                        for (j, f) in carried.enumerated() { Self.bind(st, Int32(j + 1), kinds[f], rows, r + 1, f, arena) }
-                        for (j, f) in key.enumerated() { Self.bind(st, Int32(carried.count + j + 1), kinds[f], rows, r, f, arena) }
+                        for (j, f) in carried.enumerated() { bind(st, Int32(j + 1), kinds[f], rows, r + 1, f, arena) }
+                        for (j, f) in key.enumerated() { bind(st, Int32(carried.count + j + 1), kinds[f], rows, r, f, arena) }
                         try st.run()
                         if db.changes > 0 {
                             o.updated += 1
@@ -234,9 +239,9 @@ final class SQLiteDriver: TableDriver {
                         continue
                     }
                     // Fields the row carries (unchanged TOAST values keep the destination's).
-                    var present = Array(fields.indices)
+                    var present = all
                     var mask = ""
-                    if (0..<fields.count).contains(where: { rows.isAbsent(r, $0) }) {
+                    if rows.omitsAny(r) {
                         present = fields.indices.filter { !rows.isAbsent(r, $0) }
                         mask = present.map(String.init).joined(separator: ",")
                     }
@@ -248,13 +253,13 @@ final class SQLiteDriver: TableDriver {
                             let st = try statement("delrow\u{0}\(t.quoted)\u{0}\(cond.map { names[$0] }.joined(separator: ","))") {
                                 "DELETE FROM \(t.quoted) WHERE rowid = (SELECT rowid FROM \(t.quoted) WHERE \(cond.enumerated().map { "\(names[$1]) IS ?\($0 + 1)" }.joined(separator: " AND ")) LIMIT 1)"
                             }
-                            for (j, f) in cond.enumerated() { Self.bind(st, Int32(j + 1), kinds[f], rows, r, f, arena) }
+                            for (j, f) in cond.enumerated() { bind(st, Int32(j + 1), kinds[f], rows, r, f, arena) }
                             try st.run()
                         } else {
                             let st = try statement("del\u{0}\(t.quoted)\u{0}\(key.map { names[$0] }.joined(separator: ","))") {
                                 "DELETE FROM \(t.quoted) WHERE \(key.enumerated().map { "\(names[$1]) IS ?\($0 + 1)" }.joined(separator: " AND "))"
                             }
-                            for (j, f) in key.enumerated() { Self.bind(st, Int32(j + 1), kinds[f], rows, r, f, arena) }
+                            for (j, f) in key.enumerated() { bind(st, Int32(j + 1), kinds[f], rows, r, f, arena) }
                             try st.run()
                         }
                         if db.changes > 0 { o.deleted += 1 } else { o.unchanged += 1 }
@@ -263,14 +268,14 @@ final class SQLiteDriver: TableDriver {
                         let cols = present.map { names[$0] }.joined(separator: ", ")
                         if key.isEmpty {
                             let st = try statement("append\u{0}" + shape) { "INSERT INTO \(t.quoted) (\(cols)) VALUES (\(Self.marks(present.count)))" }
-                            for (j, f) in present.enumerated() { Self.bind(st, Int32(j + 1), kinds[f], rows, r, f, arena) }
+                            for (j, f) in present.enumerated() { bind(st, Int32(j + 1), kinds[f], rows, r, f, arena) }
                             try st.run()
                             o.appended += 1
                             continue
                         }
                         // A new key is inserted; an existing one is updated only where a value differs.
                         let ins = try statement("ins\u{0}" + shape) { "INSERT OR IGNORE INTO \(t.quoted) (\(cols)) VALUES (\(Self.marks(present.count)))" }
-                        for (j, f) in present.enumerated() { Self.bind(ins, Int32(j + 1), kinds[f], rows, r, f, arena) }
+                        for (j, f) in present.enumerated() { bind(ins, Int32(j + 1), kinds[f], rows, r, f, arena) }
                         try ins.run()
                         if db.changes > 0 { o.inserted += 1; continue }
                         let updatable = present.filter { !isKey.contains($0) }
@@ -282,7 +287,7 @@ final class SQLiteDriver: TableDriver {
                             let differs = cmp.isEmpty ? "" : " AND (" + cmp.map { "\(names[$0]) IS NOT ?\(present.firstIndex(of: $0)! + 1)" }.joined(separator: " OR ") + ")"
                             return "UPDATE \(t.quoted) SET \(set) WHERE \(whereKey)\(differs)"
                         }
-                        for (j, f) in present.enumerated() { Self.bind(upd, Int32(j + 1), kinds[f], rows, r, f, arena) }
+                        for (j, f) in present.enumerated() { bind(upd, Int32(j + 1), kinds[f], rows, r, f, arena) }
                         try upd.run()
                         if db.changes > 0 { o.updated += 1 } else { o.unchanged += 1 }
                     }
@@ -303,7 +308,7 @@ final class SQLiteDriver: TableDriver {
             let st = try statement("keys") { "INSERT OR IGNORE INTO \(Self.keysTable) VALUES (\(Self.marks(fields.count)))" }
             try rows.withArena { arena throws(SQLiteError) in
                 for r in 0..<rows.count {
-                    for f in 0..<fields.count { Self.bind(st, Int32(f + 1), kinds[f], rows, r, f, arena) }
+                    for f in 0..<fields.count { bind(st, Int32(f + 1), kinds[f], rows, r, f, arena) }
                     try st.run()
                 }
             }

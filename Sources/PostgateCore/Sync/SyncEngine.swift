@@ -305,10 +305,13 @@ final class SyncSink: ReadSink {
         keyLayout = nil
     }
 
-    func status(_ stream: StreamID, _ status: StreamStatus) throws {
+    /// Sends what is batched, then `e` (events keep their order).
+    private func send(_ e: SyncEvent) throws {
         try sendPending()
-        try queue.push(.status(stream, status))
+        try queue.push(e)
     }
+
+    func status(_ stream: StreamID, _ status: StreamStatus) throws { try send(.status(stream, status)) }
 
     func estimate(_ stream: StreamID, rows: Int64, bytes: Int64) throws {
         try queue.push(.estimate(stream, rows))
@@ -335,15 +338,9 @@ final class SyncSink: ReadSink {
         if changes!.count >= 4096 || changes!.byteCount >= Self.blockBytes { try sendPending() }
     }
 
-    func truncate(_ stream: StreamID) throws {
-        try sendPending()
-        try queue.push(.truncate(stream))
-    }
+    func truncate(_ stream: StreamID) throws { try send(.truncate(stream)) }
 
-    func checkpoint(_ checkpoint: Checkpoint) throws {
-        try sendPending()
-        try queue.push(.checkpoint(checkpoint))
-    }
+    func checkpoint(_ checkpoint: Checkpoint) throws { try send(.checkpoint(checkpoint)) }
 
     func rollback() throws {
         copyBytes.removeAll(keepingCapacity: true)
@@ -369,15 +366,9 @@ final class SyncSink: ReadSink {
         if keyBytes.count >= Self.blockBytes { try sendPending() }
     }
 
-    func presentKeysEnd(_ stream: StreamID) throws {
-        try sendPending()
-        try queue.push(.keysEnd(stream))
-    }
+    func presentKeysEnd(_ stream: StreamID) throws { try send(.keysEnd(stream)) }
 
-    func restartLoad(_ stream: StreamID) throws {
-        try sendPending()
-        try queue.push(.restartLoad(stream))
-    }
+    func restartLoad(_ stream: StreamID) throws { try send(.restartLoad(stream)) }
 }
 
 /// Applies the events to the destination on its own thread; reports committed LSNs to the CDC reader.

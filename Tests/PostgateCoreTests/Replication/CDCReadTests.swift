@@ -204,6 +204,26 @@ final class Locked<T>: @unchecked Sendable {
         #expect(second.ids("t") == [51])
     }
 
+    /// A column added after discovery is typed by discovery's own lookup: a domain maps as its base
+    /// type (an integer domain is a JSON number, an array of a numeric domain an array of numbers).
+    @Test func columnsAddedMidStreamAreTypedAsDiscoveryTypesThem() throws {
+        let c = try CDCFixture("cdc_domain", tables: "CREATE TABLE k (id int PRIMARY KEY)")
+        let s = c.f.q(c.f.schema)
+        let (r0, first) = try c.read(["k"])
+        #expect(r0.status == 0)
+        try c.f.admin.query("""
+            CREATE DOMAIN \(s).posint AS int CHECK (VALUE > 0); CREATE DOMAIN \(s).amount AS numeric(10,2);
+            ALTER TABLE \(s).k ADD COLUMN n \(s).posint, ADD COLUMN a \(s).amount[], ADD COLUMN t timestamptz;
+            INSERT INTO \(s).k VALUES (1, 5, '{1.50,2}', '2024-01-02 03:04:05+00')
+            """)
+        let (r1, second) = try c.read(["k"], state: first)
+        #expect(r1.status == 0, "\(r1.stderr)")
+        let row = try #require(second.records.first)
+        #expect(row["n"] == 5, "\(row)")
+        #expect(row["a"] == [.number("1.50"), .number("2.00")], "\(row)")
+        #expect(row["t"] == "2024-01-02T03:04:05.000000Z", "\(row)")
+    }
+
     @Test func columnsAddedMidStreamAndTablesWithoutReplicaIdentity() throws {
         let c = try CDCFixture("cdc_shape", tables: "CREATE TABLE k (id int PRIMARY KEY, v text); CREATE TABLE nokey (v text)")
         let s = c.f.q(c.f.schema)
