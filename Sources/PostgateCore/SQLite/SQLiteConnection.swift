@@ -119,8 +119,6 @@ public final class SQLiteStatement {
         sqlite3_reset(handle)
     }
 
-    public func reset() { sqlite3_reset(handle) }
-
     public var columnCount: Int32 { sqlite3_column_count(handle) }
 
     public func text(_ i: Int32) -> String? {

@@ -99,13 +99,11 @@ struct NamingRules: Sendable {
     }
 
     /// Assigns names to a new stream given what is taken already.
-    func assign(_ id: StreamID, columns: [String], existing: [TableAssignment], sequence: Int) -> TableAssignment {
+    func assign(_ id: StreamID, existing: [TableAssignment], sequence: Int) -> TableAssignment {
         let schema = hasSchemas ? free(id.namespace, []) : nil
         let taken = Set(existing.filter { $0.schema == schema }.map { fold($0.table) })
         let table = free(readableTable(id), taken)
-        var a = TableAssignment(stream: id, schema: schema, table: table, staging: "\(Self.reservedPrefix)_stage_\(sequence)", columns: [])
-        addColumns(columns, to: &a)
-        return a
+        return TableAssignment(stream: id, schema: schema, table: table, staging: "\(Self.reservedPrefix)_stage_\(sequence)", columns: [])
     }
 
     /// Adds destination names for source columns the assignment does not have yet.

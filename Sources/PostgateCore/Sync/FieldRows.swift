@@ -56,15 +56,6 @@ public struct FieldRows: Sendable {
     public var count: Int { ops.count }
     public var byteCount: Int { bytes.count + starts.count * 8 + 64 }
 
-    /// The field `f` of row `r`: its bytes, or nil with `length` null or omitted.
-    @inline(__always)
-    public func withField<T>(_ r: Int, _ f: Int, _ body: (UnsafeRawBufferPointer?, Int32) throws -> T) rethrows -> T {
-        let i = r * layout.width + f
-        let n = lengths[i]
-        if n < 0 { return try body(nil, n) }
-        return try bytes.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[Int(starts[i])..<Int(starts[i]) + Int(n)]), n) }
-    }
-
     public func isAbsent(_ r: Int, _ f: Int) -> Bool { lengths[r * layout.width + f] == Self.omitted }
 
     /// True when row `r` leaves any field out (an unchanged TOAST value).
@@ -142,7 +133,6 @@ public struct FieldRows: Sendable {
         let stamp = shape.cdcStamp
         var scratch: ByteBuffer?
         defer { scratch?.deallocate() }
-        var fieldIndex = 0
         var pos = 0
         let n = row.count
         let columnCount = shape.columns.count
@@ -175,7 +165,6 @@ public struct FieldRows: Sendable {
                 }
                 emittedValues += 1
             }
-            fieldIndex += 1
             pos = end + 1
         }
         if let stamp {

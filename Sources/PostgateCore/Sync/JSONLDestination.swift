@@ -88,7 +88,7 @@ public final class JSONLDestination: SyncDestination {
 
     func assignment(_ s: SyncStream) -> TableAssignment {
         if let a = assignments[s.id] { return a }
-        let a = Self.naming.assign(s.id, columns: [], existing: Array(assignments.values), sequence: assignments.count + 1)
+        let a = Self.naming.assign(s.id, existing: Array(assignments.values), sequence: assignments.count + 1)
         assignments[s.id] = a
         return a
     }

@@ -161,7 +161,7 @@ final class TableDestination: SyncDestination {
     func assignment(_ s: SyncStream) -> TableAssignment {
         if let a = assignments[s.id] { return a }
         let keys = Self.sourceKeys(s)
-        var a = driver.naming.assign(s.id, columns: [], existing: Array(assignments.values), sequence: assignments.count + 1)
+        var a = driver.naming.assign(s.id, existing: Array(assignments.values), sequence: assignments.count + 1)
         // CDC's own columns keep their names; a source column with one of them gets a suffix.
         let stamps = keys.filter { $0.hasPrefix("\u{1}") }
         a.columns = stamps.map { ($0, String($0.dropFirst())) }
