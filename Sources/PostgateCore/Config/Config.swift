@@ -53,7 +53,8 @@ public struct CDCSettings: Sendable {
     public var lsnCommitBehaviour: LSNCommitBehaviour
     public var heartbeatActionQuery: String?
     public var invalidCursorBehaviour: InvalidCursorBehaviour
-    public var initialLoadTimeoutHours: Int
+    /// How long a run reads chunked initial loads before it stops them for the next run (fractions allowed).
+    public var initialLoadTimeoutHours: Double
     /// Opt-in: create the slot when it is missing, and take the first snapshot from it.
     public var createSlot: Bool = false
     /// Opt-in: give tables with neither a primary key nor a replica identity REPLICA IDENTITY FULL.
@@ -103,6 +104,11 @@ public struct PostgateConfig: Sendable, CustomStringConvertible {
     public var entra: EntraSettings?
     public var checkpointTargetIntervalSeconds: Int
     public var batchFetchLimit: Int
+    /// Connections that read at once (`max_db_connections`).
+    public var maxDBConnections: Int = PostgateConfig.defaultConnections
+
+    /// The number of cores, at most 8.
+    public static var defaultConnections: Int { min(8, max(1, ProcessInfo.processInfo.activeProcessorCount)) }
 
     public struct JDBCParam: Sendable, Equatable {
         public var key: String
@@ -208,6 +214,7 @@ extension PostgateConfig {
 
         let checkpointInterval = try r.int("checkpoint_target_interval_seconds", default: 300, range: 1...86_400)
         let batch = try r.int("batch_fetch_limit", default: 50_000, range: 1...10_000_000)
+        let connections = try r.int("max_db_connections", default: PostgateConfig.defaultConnections, range: 1...64)
 
         for reader in readers {
             for key in reader.unknownKeys {
@@ -218,7 +225,7 @@ extension PostgateConfig {
         let config = PostgateConfig(
             host: host, port: port, database: database, username: username, password: password,
             schemas: schemas, jdbcURLParams: jdbc, ssl: ssl, tunnel: tunnel, replication: replication,
-            entra: entra, checkpointTargetIntervalSeconds: checkpointInterval, batchFetchLimit: batch)
+            entra: entra, checkpointTargetIntervalSeconds: checkpointInterval, batchFetchLimit: batch, maxDBConnections: connections)
         return Loaded(config: config, warnings: warnings)
     }
 
@@ -344,7 +351,7 @@ extension PostgateConfig {
                 invalidCursorBehaviour: try m.choice("invalid_cdc_cursor_position_behavior", [
                     (["Fail sync"], .failSync), (["Re-sync data"], .resync),
                 ], default: .failSync),
-                initialLoadTimeoutHours: try m.int("initial_load_timeout_hours", default: 8, range: 1...168),
+                initialLoadTimeoutHours: try m.number("initial_load_timeout_hours", default: 8, above: 0, max: 168),
                 createSlot: try m.bool("create_slot", default: false),
                 setReplicaIdentity: try m.bool("set_replica_identity", default: false)))
         }

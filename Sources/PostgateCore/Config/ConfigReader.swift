@@ -77,6 +77,22 @@ final class ObjectReader {
         return n
     }
 
+    /// A number above `above` and at most `max` (also accepted as a string).
+    func number(_ key: String, default def: Double, above: Double, max: Double) throws(ConfigError) -> Double {
+        guard let v = raw(key) else { return def }
+        let n: Double?
+        switch v {
+        case .number(let text): n = Double(text)
+        case .string(let text): n = Double(text.trimmingSpaces())
+        default: throw typeError(key, expected: "a number", got: v)
+        }
+        guard let n, n.isFinite else { throw .invalid(path: childPath(key), reason: "expected a number") }
+        guard n > above && n <= max else {
+            throw .invalid(path: childPath(key), reason: "must be above \(above) and at most \(max), got \(n)")
+        }
+        return n
+    }
+
     func bool(_ key: String, default def: Bool) throws(ConfigError) -> Bool {
         guard let v = raw(key) else { return def }
         guard case .bool(let b) = v else { throw typeError(key, expected: "true or false", got: v) }

@@ -3,8 +3,9 @@ import Logging
 /// `read`'s sink: Airbyte RECORD, STATE and TRACE messages on an `OutputSink`.
 public final class AirbyteSink: ReadSink {
     let out: OutputSink
-    /// Snapshot encoders per row shape (the last one is kept at hand for the hot path).
-    private var encoders: [ObjectIdentifier: RecordEncoder] = [:]
+    /// Snapshot encoders per row shape (the last one is kept at hand for the hot path). The shape
+    /// is held with its encoder so that its identity is not reused by another shape meanwhile.
+    private var encoders: [ObjectIdentifier: (RowShape, RecordEncoder)] = [:]
     private var lastShape: RowShape?
     private var lastEncoder: RecordEncoder?
     private var rowsSinceRefresh = 0
@@ -25,8 +26,8 @@ public final class AirbyteSink: ReadSink {
     @inline(__always)
     private func encoder(_ shape: RowShape) -> RecordEncoder {
         if shape === lastShape, let e = lastEncoder { return e }
-        let e = encoders[ObjectIdentifier(shape)] ?? Self.makeEncoder(shape)
-        encoders[ObjectIdentifier(shape)] = e
+        let e = encoders[ObjectIdentifier(shape)]?.1 ?? Self.makeEncoder(shape)
+        encoders[ObjectIdentifier(shape)] = (shape, e)
         lastShape = shape
         lastEncoder = e
         return e
@@ -83,6 +84,50 @@ public final class AirbyteSink: ReadSink {
     }
 
     public func flush() throws { try out.flush() }
+
+    public func makeLane() -> RowLane { Lane(out: out) }
+
+    /// Encodes one connection's rows into its own buffer; whole records go to the output.
+    final class Lane: RowLane {
+        let out: OutputSink
+        private var buffer = ByteBuffer(capacity: 320 << 10)
+        private var encoders: [ObjectIdentifier: (RowShape, RecordEncoder)] = [:]
+        private var lastShape: RowShape?
+        private var lastEncoder: RecordEncoder?
+        private var rows = 0
+
+        init(out: OutputSink) { self.out = out }
+        deinit { buffer.deallocate() }
+
+        func row(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws {
+            let e: RecordEncoder
+            if shape === lastShape, let l = lastEncoder {
+                e = l
+            } else {
+                e = encoders[ObjectIdentifier(shape)]?.1 ?? AirbyteSink.makeEncoder(shape)
+                encoders[ObjectIdentifier(shape)] = (shape, e)
+                if encoders.count > 64 { encoders = [ObjectIdentifier(shape): (shape, e)] }
+                lastShape = shape
+                lastEncoder = e
+            }
+            rows &+= 1
+            if rows & 4095 == 0 { e.refreshEmittedAt() }
+            try e.encode(copyRow: copyText, into: &buffer)
+        }
+
+        var buffered: Int { buffer.count }
+
+        func handOver() throws {
+            guard buffer.count > 0 else { return }
+            try out.write(buffer.bytes)
+            buffer.removeAll()
+            // A huge record grew the buffer: give that memory back.
+            if buffer.capacity > 4 << 20 {
+                buffer.deallocate()
+                buffer = ByteBuffer(capacity: 320 << 10)
+            }
+        }
+    }
 }
 
 /// Writes CDC changes of one relation as RECORD lines. Unchanged TOASTed values are taken from the

@@ -104,6 +104,19 @@ public protocol ReadSink: AnyObject {
     /// A full refresh that was to resume starts over from the first page (the table was
     /// rewritten, or the interrupted read cannot be compared with it): what was staged is void.
     func restartLoad(_ stream: StreamID) throws
+    /// A row buffer for one of several connections reading at once (see `RowLane`).
+    func makeLane() -> RowLane
+}
+
+/// Rows of one connection of a parallel read, buffered apart from the others' and handed to the
+/// sink in whole blocks, so rows of different items may interleave but never mix within a line.
+/// `row` is called on the connection's thread; `handOver` with the sink's lock held.
+public protocol RowLane: AnyObject {
+    func row(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws
+    /// Bytes waiting to be handed over.
+    var buffered: Int { get }
+    /// Passes the buffered rows on to the sink, in order with the sink's other events.
+    func handOver() throws
 }
 
 extension ReadSink {

@@ -1,8 +1,8 @@
 import Logging
 
-/// The one snapshot-then-CDC driver, used by `read` and `sync`: reads the non-CDC streams one
-/// after another (each in its own snapshot, chunked and checkpointed), then the CDC streams
-/// (initial snapshots, then changes from the slot), into a sink.
+/// The one snapshot-then-CDC driver, used by `read` and `sync`: reads the non-CDC streams (in one
+/// snapshot shared by up to `max_db_connections` connections, in checkpointed page-range items),
+/// then the CDC streams (initial loads in chunks between their changes), into a sink.
 public final class SourceDriver {
     /// One stream to read.
     public struct Stream {
@@ -59,9 +59,7 @@ public final class SourceDriver {
     public func run(conn: PGConnection, streams: [Stream], cdcState: CDCState?, sink: ReadSink) throws {
         let reader = SnapshotReader(conn: conn, config: config, sink: sink, logger: logger)
         reader.stateOrigin = stateOrigin
-        for s in streams where !s.cdc {
-            try reader.read(s.configured, s.discovered, state: s.state)
-        }
+        try reader.read(streams.filter { !$0.cdc }.map { ($0.configured, $0.discovered, $0.state) }, factory: factory)
         let changes = streams.filter(\.cdc)
         if case .cdc(let settings) = config.replication, !changes.isEmpty {
             let cdc = CDCReader(factory: factory, config: config, cdc: settings, sink: sink, logger: logger)

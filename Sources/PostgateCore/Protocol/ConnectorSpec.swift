@@ -63,7 +63,7 @@ public enum ConnectorSpec {
               "lsn_commit_behaviour": {"type": "string", "title": "LSN commit behaviour", "enum": ["While reading Data", "After loading Data in the destination"], "default": "After loading Data in the destination", "order": 6},
               "heartbeat_action_query": {"type": "string", "title": "Debezium heartbeat query (Advanced)", "default": "", "order": 7},
               "invalid_cdc_cursor_position_behavior": {"type": "string", "title": "Invalid CDC position behavior (Advanced)", "enum": ["Fail sync", "Re-sync data"], "default": "Fail sync", "order": 8},
-              "initial_load_timeout_hours": {"type": "integer", "title": "Initial Load Timeout in Hours (Advanced)", "default": 8, "minimum": 1, "maximum": 168, "order": 9},
+              "initial_load_timeout_hours": {"type": "number", "title": "Initial Load Timeout in Hours (Advanced)", "description": "How long a run reads initial loads (in chunks, between changes) before it stops them, so the slot is drained; the next run continues them.", "default": 8, "exclusiveMinimum": 0, "maximum": 168, "order": 9},
               "create_slot": {"type": "boolean", "title": "Create the slot if missing", "description": "Opt-in: create the replication slot when it does not exist and take the first snapshot from it.", "default": false, "order": 10},
               "set_replica_identity": {"type": "boolean", "title": "Set REPLICA IDENTITY FULL where missing", "description": "Opt-in: tables with neither a primary key nor a replica identity get REPLICA IDENTITY FULL (needs table ownership).", "default": false, "order": 11}}},
             {"title": "Detect Changes with Xmin System Column", "required": ["method"], "properties": {"method": {"type": "string", "const": "Xmin", "order": 0}}},
@@ -103,7 +103,8 @@ public enum ConnectorSpec {
         "entra_client_certificate": {"title": "Entra client certificate (PEM)", "type": "string", "multiline": true, "order": 15},
         "entra_client_key": {"title": "Entra client key (PEM)", "type": "string", "airbyte_secret": true, "multiline": true, "order": 16},
         "checkpoint_target_interval_seconds": {"title": "Checkpoint interval in seconds", "type": "integer", "default": 300, "minimum": 1, "maximum": 86400, "order": 17},
-        "batch_fetch_limit": {"title": "Batch fetch limit", "description": "Rows fetched per batch.", "type": "integer", "default": 50000, "minimum": 1, "maximum": 10000000, "order": 18}
+        "batch_fetch_limit": {"title": "Batch fetch limit", "description": "Rows per work item (a page range of a table) and per chunk of a CDC initial load.", "type": "integer", "default": 50000, "minimum": 1, "maximum": 10000000, "order": 18},
+        "max_db_connections": {"title": "Maximum database connections", "description": "Connections that read at once, sharing one exported snapshot (default: the number of cores, at most 8).", "type": "integer", "minimum": 1, "maximum": 64, "order": 19}
       }
     }
     """#

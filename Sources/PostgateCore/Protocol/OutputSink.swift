@@ -61,6 +61,19 @@ public final class OutputSink {
         if storage.pointee.count >= flushThreshold { try flush() }
     }
 
+    /// Appends whole lines encoded elsewhere.
+    public func write(_ lines: UnsafeRawBufferPointer) throws {
+        if storage.pointee.count + lines.count > flushThreshold {
+            try flush()
+            if lines.count >= flushThreshold {
+                if let e = Self.writeAll(fd, lines) { throw WriteError(errno: e) }
+                Self.noteLineEnd(fd, lines)
+                return
+            }
+        }
+        storage.pointee.append(lines)
+    }
+
     public struct WriteError: Error, CustomStringConvertible {
         public let errno: Int32
         public var description: String { "cannot write output: \(String(cString: strerror(errno)))" }

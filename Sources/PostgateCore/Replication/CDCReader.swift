@@ -21,6 +21,7 @@ public final class CDCReader {
     let sink: ReadSink
     let logger: Logger
     static let markerPrefix = "postgate-marker"
+    static let watermarkPrefix = "postgate-chunk"
 
     struct Stream {
         var configured: ConfiguredStream
@@ -99,23 +100,26 @@ public final class CDCReader {
         // A position before the slot's start is served from the slot's start.
         if current.lsn < confirmed { current.lsn = confirmed }
 
-        // 1. Initial snapshots of streams that have none, in one snapshot whose visibility filters the stream.
-        let need = all.filter { !current.snapshotted.contains($0.id) }
-        if !need.isEmpty {
+        // 1. Initial loads. Tables with a primary key are read in chunks between changes (see
+        // `readChunks`); the others in one snapshot whose visibility filters their changes.
+        let need = all.filter { !current.snapshotted.contains($0.id) && current.backfills[$0.id] == nil }
+        for s in need where !s.discovered.primaryKey.isEmpty {
+            current.backfills[s.id] = StreamState.Load(nextPage: 0, relationFilenode: 0, incremental: nil, xminLowerBound: nil)
+        }
+        let whole = need.filter { $0.discovered.primaryKey.isEmpty }
+        if !whole.isEmpty {
+            for s in whole {
+                log(.info, "CDC: \(s.id) has no primary key, so its initial load is read in one snapshot (one transaction) rather than in chunks between changes")
+            }
             try conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             let snap = try conn.query("SELECT pg_current_snapshot()::text AS s, pg_current_wal_insert_lsn()::text AS l")
-            guard let text = snap.string(0, "s"), let snapLSN = snap.string(0, "l").flatMap(LSN.init) else {
+            guard let text = snap.string(0, "s"), let snapLSN = snap.string(0, "l").flatMap(LSN.init), let filter = Self.snapshotFilter(text, lsn: snapLSN, streams: whole.map(\.id)) else {
                 throw SnapshotReader.ReadError(message: "CDC: could not read the snapshot position")
             }
-            let parts = text.split(separator: ":", omittingEmptySubsequences: false)
-            guard parts.count == 3, let xmin = UInt64(parts[0]), let xmax = UInt64(parts[1]) else {
-                throw SnapshotReader.ReadError(message: "CDC: unexpected snapshot text \(text)")
-            }
-            let xip = parts[2].split(separator: ",").compactMap { UInt64($0) }
-            try snapshot(need, conn: conn, lsn: snapLSN)
+            try snapshot(whole, conn: conn, lsn: snapLSN)
             try conn.query("COMMIT")
-            current.filters.append(CDCState.SnapshotFilter(xmin: xmin, xmax: xmax, inProgress: xip, lsn: snapLSN, streams: need.map(\.id)))
-            current.snapshotted.formUnion(need.map(\.id))
+            current.filters.append(filter)
+            current.snapshotted.formUnion(whole.map(\.id))
             try emitState(current)
         }
 
@@ -123,7 +127,18 @@ public final class CDCReader {
         lastEmitted = current
         runStart = current.lsn
         try streamReconnecting(all, conn: conn, state: &current)
-        for s in all { try sink.status(s.id, .complete) }
+        for s in all { try sink.status(s.id, current.backfills[s.id] == nil ? .complete : .incomplete) }
+        if !current.backfills.isEmpty {
+            throw CDCError.initialLoadTimeout(hours: cdc.initialLoadTimeoutHours, streams: current.backfills.keys.sorted().map(\.description))
+        }
+    }
+
+    /// A snapshot's visibility (`pg_current_snapshot()` text) as a filter for `streams`.
+    static func snapshotFilter(_ text: String, lsn: LSN, streams: [StreamID]) -> CDCState.SnapshotFilter? {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 3, let xmin = UInt64(parts[0]), let xmax = UInt64(parts[1]) else { return nil }
+        let xip = parts[2].split(separator: ",").compactMap { UInt64($0) }
+        return CDCState.SnapshotFilter(xmin: xmin, xmax: xmax, inProgress: xip, lsn: lsn, streams: streams)
     }
 
     /// Streams changes; while following under a destination that owns durability, a lost server
@@ -206,9 +221,35 @@ public final class CDCReader {
         let confirmWhileReading = cdc.lsnCommitBehaviour == .whileReadingData && commitFeedback == nil
 
         let markerID = UUID().uuidString
-        if !follow {
+        var markerSent = false
+        /// Ends a run that does not follow: everything committed before the marker is read.
+        func sendMarker() throws {
+            guard !follow, !markerSent else { return }
             _ = try conn.query("SELECT pg_logical_emit_message(false, $1, $2)", [Self.markerPrefix, markerID])
+            markerSent = true
         }
+        var fills = try planBackfills(streams, state: &current, conn: conn)
+        /// The watermark written for the next chunks, while it is on its way through the slot.
+        var watermark: String?
+        /// Transactions committed since the last chunks were read: their snapshots must see them.
+        var committedXids: [UInt32] = []
+        var txXid: UInt32 = 0
+        var timedOut = false
+        /// Asks for the next chunks: they are read once the watermark comes back through the
+        /// slot, after every change committed before it.
+        func scheduleChunks() throws {
+            guard watermark == nil, !fills.isEmpty, !timedOut else { return }
+            if Date() >= loadDeadline {
+                timedOut = true
+                log(.warning, "CDC: the initial load has run for initial_load_timeout_hours (\(cdc.initialLoadTimeoutHours)); it stops here so the slot is drained, and the next run resumes it")
+                try sendMarker()
+                return
+            }
+            let id = UUID().uuidString
+            _ = try conn.query("SELECT pg_logical_emit_message(false, $1, $2)", [Self.watermarkPrefix, id])
+            watermark = id
+        }
+        if fills.isEmpty { try sendMarker() } else { try scheduleChunks() }
         var lastState = Date()
         var lastFeedback = Date()
         /// Confirms to the slot what the destination has committed (never beyond it, nor beyond what was received).
@@ -248,6 +289,7 @@ public final class CDCReader {
                     switch try PgOutputDecoder.decode(payload) {
                     case .begin(_, let time, let xid):
                         inTx = true
+                        txXid = xid
                         idleEnd = nil
                         commitTime = ReplicationFrame.isoTimestamp(time)
                         skipTx = false
@@ -256,6 +298,7 @@ public final class CDCReader {
                         skipFor = skipTx ? Set(current.filters.filter { $0.contains(xid: xid) }.flatMap(\.streams)) : []
                     case .commit(_, _, let end, _):
                         inTx = false
+                        if !fills.isEmpty { committedXids.append(txXid) }
                         current.lsn = end
                         position.receive(end)
                         current.filters.removeAll { $0.lsn <= end }
@@ -296,7 +339,18 @@ public final class CDCReader {
                             }
                         }
                     case .message(_, let at, let prefix, let content):
-                        if prefix == Self.markerPrefix && String(decoding: content, as: UTF8.self) == markerID && !inTx {
+                        if prefix == Self.watermarkPrefix, let w = watermark, !inTx, String(decoding: content, as: UTF8.self) == w {
+                            // Every change committed before the watermark was emitted: the chunks go out here.
+                            position.receive(at)
+                            if current.lsn < at { current.lsn = at }
+                            current.filters.removeAll { $0.lsn <= at }
+                            try readChunks(&fills, state: &current, committed: committedXids, conn: conn)
+                            committedXids.removeAll(keepingCapacity: true)
+                            sinceState = 0
+                            lastState = Date()
+                            watermark = nil
+                            if fills.isEmpty { try sendMarker() } else { try scheduleChunks() }
+                        } else if prefix == Self.markerPrefix && String(decoding: content, as: UTF8.self) == markerID && !inTx {
                             // Everything committed before the marker has been decoded and emitted.
                             position.receive(at)
                             if current.lsn < at { current.lsn = at }
@@ -329,7 +383,8 @@ public final class CDCReader {
                     try confirmDurable()
                     lastFeedback = Date()
                 }
-            } else if !got && Date().timeIntervalSince(lastChange) > idleLimit {
+                if timedOut && !inTx { break }
+            } else if !got && fills.isEmpty && Date().timeIntervalSince(lastChange) > idleLimit {
                 break
             }
             if let q = cdc.heartbeatActionQuery, Date().timeIntervalSince(lastHeartbeat) > 10 {
@@ -348,30 +403,204 @@ public final class CDCReader {
     /// State after a slot was created here with its snapshot read (nil otherwise).
     private var createdState: CDCState?
 
-    /// Creates the slot on a replication connection, exporting its snapshot, and reads every
-    /// stream inside that snapshot: the changes then start exactly where the snapshot ends.
+    /// Creates the slot on a replication connection. Tables without a primary key are read in
+    /// its exported snapshot, so their changes start exactly where that snapshot ends; the
+    /// others are loaded in chunks from the slot's start.
     private func createSlotAndSnapshot(_ all: [Stream], conn: PGConnection) throws {
+        let whole = all.filter { $0.discovered.primaryKey.isEmpty }
         let repl = try factory.connect(replication: true)
-        let r = try repl.query("CREATE_REPLICATION_SLOT \(PGConnection.quoteIdentifier(cdc.replicationSlot)) LOGICAL pgoutput (SNAPSHOT 'export')")
-        guard let name = r.string(0, "snapshot_name"), let point = r.string(0, "consistent_point").flatMap(LSN.init) else {
-            throw SnapshotReader.ReadError(message: "CDC: creating the replication slot returned no snapshot")
+        let r = try repl.query("CREATE_REPLICATION_SLOT \(PGConnection.quoteIdentifier(cdc.replicationSlot)) LOGICAL pgoutput (SNAPSHOT '\(whole.isEmpty ? "nothing" : "export")')")
+        guard let point = r.string(0, "consistent_point").flatMap(LSN.init) else {
+            throw SnapshotReader.ReadError(message: "CDC: creating the replication slot returned no position")
         }
-        log(.info, "CDC: created replication slot \(cdc.replicationSlot) at \(point); reading the streams in its snapshot")
-        try conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        try conn.query("SET TRANSACTION SNAPSHOT \(PGConnection.quoteLiteral(name))")
-        try snapshot(all, conn: conn, lsn: point)
-        try conn.query("COMMIT")
-        createdState = CDCState(lsn: point, filters: [], snapshotted: Set(all.map(\.id)))
-        try emitState(createdState!)
+        log(.info, "CDC: created replication slot \(cdc.replicationSlot) at \(point)")
+        var state = CDCState(lsn: point, filters: [], snapshotted: Set(whole.map(\.id)))
+        if !whole.isEmpty {
+            guard let name = r.string(0, "snapshot_name") else {
+                throw SnapshotReader.ReadError(message: "CDC: creating the replication slot returned no snapshot")
+            }
+            try conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try conn.query("SET TRANSACTION SNAPSHOT \(PGConnection.quoteLiteral(name))")
+            try snapshot(whole, conn: conn, lsn: point)
+            try conn.query("COMMIT")
+        }
+        for s in all where !s.discovered.primaryKey.isEmpty {
+            state.backfills[s.id] = StreamState.Load(nextPage: 0, relationFilenode: 0, incremental: nil, xminLowerBound: nil)
+        }
+        createdState = state
+        try emitState(state)
     }
 
     /// Reads each stream in full inside the current transaction, as CDC records at `lsn`.
     private func snapshot(_ streams: [Stream], conn: PGConnection, lsn: LSN) throws {
-        let when = (try conn.query("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").string(0, 0)) ?? ""
+        let when = try Self.now(conn)
         let reader = SnapshotReader(conn: conn, config: config, sink: sink, logger: logger)
         for s in streams {
-            let n = try reader.copyAll(s.configured, s.discovered, stamp: RowShape.CDCStamp(lsn: lsn, time: when))
+            let plan = try reader.makePlan(s.configured, s.discovered, tracking: nil, stamp: RowShape.CDCStamp(lsn: lsn, time: when))
+            var n: Int64 = 0
+            try conn.copyOut("COPY (SELECT \(plan.selectList) FROM \(reader.qualified(s.discovered))) TO STDOUT") { row in
+                try sink.row(plan.shape, copyText: row)
+                n += 1
+            }
             log(.info, "CDC: initial snapshot of \(s.id): \(n) rows at \(lsn)")
+        }
+    }
+
+    static func now(_ conn: PGConnection) throws -> String {
+        (try conn.query("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')").string(0, 0)) ?? ""
+    }
+
+    // MARK: chunked initial loads
+
+    /// One stream's initial load, read in page-range chunks between its changes.
+    final class Backfill {
+        let stream: Stream
+        let plan: SnapshotReader.Plan
+        let filenode: UInt64
+        let leafPlanned: Bool
+        let ownOID: UInt32
+        var progress: [UInt32: PageProgress]
+        /// Chunks not read yet, in page order.
+        var pending: [(SnapshotReader.ScanRelation, Range<UInt32>)]
+        var rows: Int64 = 0
+
+        init(stream: Stream, plan: SnapshotReader.Plan, filenode: UInt64, leafPlanned: Bool, progress: [UInt32: PageProgress],
+             pending: [(SnapshotReader.ScanRelation, Range<UInt32>)]) {
+            self.stream = stream
+            self.plan = plan
+            self.filenode = filenode
+            self.leafPlanned = leafPlanned
+            ownOID = stream.discovered.oid
+            self.progress = progress
+            self.pending = pending
+        }
+
+        var load: StreamState.Load {
+            StreamState.Load(progress: leafPlanned ? PageProgress() : progress[ownOID] ?? PageProgress(), partitions: leafPlanned ? progress : nil,
+                             relationFilenode: filenode, incremental: nil, xminLowerBound: nil, snapshotXmin: nil)
+        }
+    }
+
+    /// One chunk for one connection.
+    struct Chunk {
+        let fill: Backfill
+        let relation: SnapshotReader.ScanRelation
+        let range: Range<UInt32>
+        let shape: RowShape
+    }
+
+    /// When the initial load stops for this run (`initial_load_timeout_hours` after its start).
+    private lazy var loadDeadline = Date().addingTimeInterval(cdc.initialLoadTimeoutHours * 3600)
+    /// Connections reading chunks; the first is the reader's own.
+    private var chunkConnections: [PGConnection] = []
+
+    /// Plans the chunks of every stream whose initial load is in progress, from its saved progress.
+    private func planBackfills(_ streams: [Stream], state: inout CDCState, conn: PGConnection) throws -> [Backfill] {
+        _ = loadDeadline
+        let reader = SnapshotReader(conn: conn, config: config, sink: sink, logger: logger)
+        var fills: [Backfill] = []
+        for s in streams {
+            guard let saved = state.backfills[s.id] else { continue }
+            let info = try reader.relationInfo(s.discovered)
+            let (relations, leafPlanned) = try reader.scanRelations(s.discovered, info: info)
+            var progress: [UInt32: PageProgress] = [:]
+            if !saved.isFresh {
+                let kept = saved.partitions ?? [s.discovered.oid: saved.progress]
+                if saved.relationFilenode == info.filenode && (saved.partitions != nil) == leafPlanned && Set(kept.keys).isSubset(of: relations.map(\.oid)) {
+                    progress = kept
+                } else {
+                    // Rows already loaded are keyed, so reading them again only rewrites them.
+                    log(.warning, "CDC: \(s.id) was rewritten or repartitioned since its initial load began (e.g. by VACUUM FULL); the load starts over")
+                }
+            }
+            let pending = SnapshotReader.pageItems(relations, progress: progress, chunkPages: reader.chunkPages(info))
+            let fill = Backfill(stream: s, plan: try reader.makePlan(s.configured, s.discovered, tracking: nil), filenode: info.filenode,
+                                leafPlanned: leafPlanned, progress: progress, pending: pending)
+            state.backfills[s.id] = fill.load
+            fills.append(fill)
+            log(.info, "CDC: initial load of \(s.id) in \(pending.count) chunks of about \(config.batchFetchLimit) rows, read between its changes")
+        }
+        return fills
+    }
+
+    /// Reads the next chunks (one per connection) and hands them out at the watermark just
+    /// received: every change committed before it went out already, and every change after it
+    /// follows the chunks. Each chunk is read in a transaction of its own whose snapshot sees
+    /// every transaction committed before the watermark; a change between the watermark and
+    /// that snapshot is then in the chunk and follows it too, which leaves the same row (the
+    /// stream has a primary key). The state after the chunks records them, so a kill repeats
+    /// at most the chunks of this watermark.
+    private func readChunks(_ fills: inout [Backfill], state current: inout CDCState, committed: [UInt32], conn: PGConnection) throws {
+        let width = max(1, config.maxDBConnections)
+        if chunkConnections.isEmpty { chunkConnections = [conn] }
+        while chunkConnections.count < width {
+            do {
+                chunkConnections.append(try factory.connect())
+            } catch {
+                log(.warning, "CDC: could not open chunk reading connection \(chunkConnections.count + 1) of \(width) (\(error)); reading with \(chunkConnections.count) (setting max_db_connections)")
+                break
+            }
+        }
+        let lsn = current.lsn
+        let stamp = RowShape.CDCStamp(lsn: lsn, time: try Self.now(conn))
+        var chunks: [Chunk] = []
+        var shapes: [ObjectIdentifier: RowShape] = [:]
+        for fill in fills {
+            while chunks.count < chunkConnections.count, !fill.pending.isEmpty {
+                let (rel, range) = fill.pending.removeFirst()
+                let shape = shapes[ObjectIdentifier(fill)] ?? RowShape(stream: fill.stream.id, columns: fill.plan.shape.columns, cdcStamp: stamp)
+                shapes[ObjectIdentifier(fill)] = shape
+                chunks.append(Chunk(fill: fill, relation: rel, range: range, shape: shape))
+            }
+        }
+        let reader = SnapshotReader(conn: conn, config: config, sink: sink, logger: logger)
+        let runner = ParallelItems(items: chunks, sink: sink)
+        let shared = UncheckedBox(reader)
+        let connections = Array(chunkConnections.prefix(chunks.count))
+        try runner.run(connections: connections) { chunk, worker in
+            worker.handed = { chunk.fill.rows += $0 }
+            try Self.readChunk(chunk, worker, committed: committed, sql: shared.value.pageSQL(chunk.fill.plan, chunk.relation, chunk.range, xminLowerBound: nil))
+            try worker.locked { chunk.fill.progress[chunk.relation.oid, default: PageProgress()].add(chunk.range) }
+        }
+        for fill in fills {
+            if fill.pending.isEmpty {
+                current.backfills[fill.stream.id] = nil
+                current.snapshotted.insert(fill.stream.id)
+                log(.info, "CDC: initial load of \(fill.stream.id) complete: \(fill.rows) rows")
+            } else {
+                current.backfills[fill.stream.id] = fill.load
+            }
+        }
+        fills.removeAll { $0.pending.isEmpty }
+        try emitState(current)
+    }
+
+    /// Reads one chunk in a short transaction whose snapshot sees every transaction in `committed`
+    /// (those whose commits came through the slot before the watermark).
+    private static func readChunk(_ chunk: Chunk, _ worker: ParallelItems<Chunk>.Worker, committed: [UInt32], sql: String) throws {
+        let conn = worker.conn
+        var attempts = 0
+        while true {
+            try conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            let text = try conn.query("SELECT pg_current_snapshot()::text AS s").string(0, "s") ?? ""
+            guard let filter = snapshotFilter(text, lsn: LSN(0), streams: []) else {
+                throw SnapshotReader.ReadError(message: "CDC: unexpected snapshot text \(text)")
+            }
+            if committed.allSatisfy(filter.contains(xid:)) { break }
+            // A commit already in the WAL is not visible yet (it is being completed): try again.
+            try conn.query("ROLLBACK")
+            attempts += 1
+            guard attempts < 2000 else {
+                throw SnapshotReader.ReadError(message: "CDC: a committed transaction did not become visible to a new snapshot within 10 s")
+            }
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        do {
+            try conn.copyOut(sql) { row in try worker.row(chunk.shape, row) }
+            try conn.query("COMMIT")
+        } catch {
+            _ = try? conn.query("ROLLBACK")
+            throw error
         }
     }
 
@@ -492,6 +721,7 @@ public enum CDCError: Error, UserFacingError, CustomStringConvertible {
     case aheadOfServer(origin: String, saved: LSN, written: LSN)
     case slotAheadOfServer(slot: String, confirmed: LSN, written: LSN)
     case serverLost(seconds: Int, last: String)
+    case initialLoadTimeout(hours: Double, streams: [String])
 
     public var description: String {
         switch self {
@@ -501,13 +731,15 @@ public enum CDCError: Error, UserFacingError, CustomStringConvertible {
             return "CDC: replication slot \"\(slot)\" is confirmed up to \(confirmed), past the server's WAL end \(written), so it would skip every change until then. Drop and recreate it: SELECT pg_drop_replication_slot('\(slot)'); then sync or read without a saved state"
         case .serverLost(let seconds, let last):
             return "CDC: the server could not be reached again within \(seconds) s (\(last)); everything applied was committed, and the next run resumes from there"
+        case .initialLoadTimeout(let hours, let streams):
+            return "CDC: the initial load of \(streams.joined(separator: ", ")) is not finished after initial_load_timeout_hours (\(hours)); the changes so far were read and the state records how far the load got. Run again to continue it"
         }
     }
     public var userMessage: String { description }
     public var failureType: String {
         switch self {
         case .aheadOfServer, .slotAheadOfServer: return "config_error"
-        case .serverLost: return "transient_error"
+        case .serverLost, .initialLoadTimeout: return "transient_error"
         }
     }
 }

@@ -26,6 +26,16 @@ public struct CDCState: Sendable, Equatable {
     public var lsn: LSN
     public var filters: [SnapshotFilter]
     public var snapshotted: Set<StreamID>
+    /// Streams whose initial load is being read in chunks between changes: the pages read so far
+    /// (every chunk's rows went out before the state's `lsn`).
+    public var backfills: [StreamID: StreamState.Load] = [:]
+
+    public init(lsn: LSN, filters: [SnapshotFilter], snapshotted: Set<StreamID>, backfills: [StreamID: StreamState.Load] = [:]) {
+        self.lsn = lsn
+        self.filters = filters
+        self.snapshotted = snapshotted
+        self.backfills = backfills
+    }
 
     public func globalJSON() -> JSONValue {
         var shared = JSONObject([
@@ -40,11 +50,19 @@ public struct CDCState: Sendable, Equatable {
                 ]
             })
         }
-        let streamStates: [JSONValue] = snapshotted.sorted().map { id in
+        var streamStates: [JSONValue] = snapshotted.sorted().map { id in
             [
                 "stream_descriptor": ["namespace": .string(id.namespace), "name": .string(id.name)],
                 "stream_state": ["state_type": "cdc_stream", "version": 2, "status": "snapshot_complete"],
             ]
+        }
+        for id in backfills.keys.sorted() where !snapshotted.contains(id) {
+            // The chunked load's progress, in the fields of a ctid state.
+            var o = JSONObject([("state_type", "cdc_stream"), ("version", 2), ("status", "snapshot_in_progress")])
+            if case .object(let load) = StreamState.load(backfills[id]!).json {
+                for (k, v) in load.entries where k != "state_type" && k != "version" && k != "snapshot_xmin" { o[k] = v }
+            }
+            streamStates.append(["stream_descriptor": ["namespace": .string(id.namespace), "name": .string(id.name)], "stream_state": .object(o)])
         }
         return ["type": "GLOBAL", "global": ["shared_state": .object(shared), "stream_states": .array(streamStates)]]
     }
@@ -100,13 +118,27 @@ public struct CDCState: Sendable, Equatable {
             filters.append(SnapshotFilter(xmin: xmin, xmax: xmax, inProgress: xip, lsn: l, streams: streams))
         }
         var done: Set<StreamID> = []
+        var backfills: [StreamID: StreamState.Load] = [:]
         for (k, s) in (g["stream_states"]?.arrayValue ?? []).enumerated() {
             guard let name = s["stream_descriptor"]?["name"]?.stringValue, !name.isEmpty else {
                 throw InputError(file: file, path: "\(path).stream_states[\(k)].stream_descriptor.name", reason: "is required")
             }
             let ns = s["stream_descriptor"]?["namespace"]?.stringValue ?? "public"
-            if s["stream_state"]?["status"]?.stringValue == "snapshot_complete" { done.insert(StreamID(namespace: ns, name: name)) }
+            let id = StreamID(namespace: ns, name: name)
+            switch s["stream_state"]?["status"]?.stringValue {
+            case "snapshot_complete"?:
+                done.insert(id)
+            case "snapshot_in_progress"?:
+                var load = s["stream_state"] ?? .null
+                if case .object(var o) = load { o["state_type"] = "ctid"; load = .object(o) }
+                guard case .load(let l) = try StreamState.parse(load, file: file, path: "\(path).stream_states[\(k)].stream_state") else {
+                    throw InputError(file: file, path: "\(path).stream_states[\(k)].stream_state", reason: "expected the chunked load's progress")
+                }
+                backfills[id] = l
+            default:
+                break
+            }
         }
-        return CDCState(lsn: lsn, filters: filters, snapshotted: done)
+        return CDCState(lsn: lsn, filters: filters, snapshotted: done, backfills: backfills)
     }
 }

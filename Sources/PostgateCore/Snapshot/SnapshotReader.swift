@@ -37,25 +37,129 @@ public final class SnapshotReader {
         var snapshotXmin: StreamState.Xmin
     }
 
-    /// Reads one stream, resuming from `state` where it allows.
-    public func read(_ cs: ConfiguredStream, _ ds: DiscoveredStream, state: StreamState?) throws {
-        try sink.status(ds.id, .started)
+    /// A relation that page-range items scan: the stream's own, or one leaf partition.
+    struct ScanRelation {
+        let oid: UInt32
+        /// Its qualified name in SQL.
+        let sql: String
+        let pages: UInt32
+    }
+
+    /// One stream's read as planned inside the shared snapshot. Its mutable parts change only
+    /// under the sink's lock.
+    final class StreamRead {
+        let configured: ConfiguredStream
+        let discovered: DiscoveredStream
+        let plan: Plan
+        let relations: [ScanRelation]
+        /// Pages read per relation oid.
+        var progress: [UInt32: PageProgress]
+        /// True when the relations are the leaves of a partitioned table.
+        let leafPlanned: Bool
+        let info: RelationInfo
+        let incremental: StreamState.Incremental?
+        let xminLowerBound: UInt32?
+        /// The state once every item is done (nil: the last item's own state completes it).
+        let completion: StreamState?
+        /// Items not finished yet.
+        var outstanding = 0
+        /// Records handed to the sink since the stream's previous state.
+        var records: Int64 = 0
+
+        init(configured: ConfiguredStream, discovered: DiscoveredStream, plan: Plan, relations: [ScanRelation], progress: [UInt32: PageProgress],
+             leafPlanned: Bool, info: RelationInfo, incremental: StreamState.Incremental?, xminLowerBound: UInt32?, completion: StreamState?) {
+            self.configured = configured
+            self.discovered = discovered
+            self.plan = plan
+            self.relations = relations
+            self.progress = progress
+            self.leafPlanned = leafPlanned
+            self.info = info
+            self.incremental = incremental
+            self.xminLowerBound = xminLowerBound
+            self.completion = completion
+        }
+
+        var id: StreamID { discovered.id }
+
+        /// The state recording the pages read so far.
+        var loadState: StreamState {
+            .load(StreamState.Load(progress: leafPlanned ? PageProgress() : progress[discovered.oid] ?? PageProgress(),
+                                   partitions: leafPlanned ? progress : nil, relationFilenode: info.filenode, incremental: incremental,
+                                   xminLowerBound: xminLowerBound, snapshotXmin: info.snapshotXmin.raw))
+        }
+    }
+
+    /// One piece of work for one connection.
+    struct WorkItem {
+        enum Kind {
+            /// Rows of a page range of one relation.
+            case pages(ScanRelation, Range<UInt32>)
+            /// Rows past a cursor position in cursor order, checkpointed as they go.
+            case ordered(DiscoveredStream.Column, StreamState.Cursor, initial: Bool)
+            /// A view, in one piece.
+            case whole
+        }
+        let stream: StreamRead
+        let kind: Kind
+    }
+
+    /// How many connections read at once (`max_db_connections`).
+    var connections: Int { config.maxDBConnections }
+
+    /// Reads the streams, resuming each from its state where that allows: all of them in one
+    /// snapshot, exported to up to `max_db_connections` connections that share the work items.
+    public func read(_ streams: [(ConfiguredStream, DiscoveredStream, StreamState?)], factory: ConnectionFactory?) throws {
+        guard !streams.isEmpty else { return }
+        for (_, ds, _) in streams { try sink.status(ds.id, .started) }
+        var done: Set<StreamID> = []
+        var extra: [PGConnection] = []
         try conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         do {
-            let info = try relationInfo(ds)
-            try sink.estimate(ds.id, rows: info.rows, bytes: info.bytes)
-            try sink.status(ds.id, .running)
-            try run(cs, ds, info: info, state: state)
+            let snapshotID = factory != nil && connections > 1 ? try conn.query("SELECT pg_export_snapshot() AS s").string(0, "s") : nil
+            var items: [WorkItem] = []
+            for (cs, ds, state) in streams {
+                let info = try relationInfo(ds)
+                try sink.estimate(ds.id, rows: info.rows, bytes: info.bytes)
+                try sink.status(ds.id, .running)
+                items += try plan(cs, ds, info: info, state: state)
+            }
+            if let factory, let snapshotID {
+                extra = openReaders(factory, snapshot: snapshotID, count: min(connections, items.count) - 1)
+            }
+            let runner = ParallelItems(items: items, sink: sink)
+            let shared = UncheckedBox(self)
+            try runner.run(connections: [conn] + extra) { item, worker in
+                try shared.value.execute(item, worker) { done.insert($0) }
+            }
+            for c in extra { try c.query("COMMIT") }
             try conn.query("COMMIT")
         } catch {
             _ = try? conn.query("ROLLBACK")
-            try? sink.status(ds.id, .incomplete)
+            for (_, ds, _) in streams where !done.contains(ds.id) { try? sink.status(ds.id, .incomplete) }
             throw error
         }
-        try sink.status(ds.id, .complete)
     }
 
-    private func run(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, state: StreamState?) throws {
+    /// Connections importing `snapshot`; fewer when the server refuses more (logged).
+    private func openReaders(_ factory: ConnectionFactory, snapshot: String, count: Int) -> [PGConnection] {
+        var opened: [PGConnection] = []
+        for _ in 0..<max(0, count) {
+            do {
+                let c = try factory.connect()
+                try c.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                try c.query("SET TRANSACTION SNAPSHOT \(PGConnection.quoteLiteral(snapshot))")
+                opened.append(c)
+            } catch {
+                log(.warning, "could not open reading connection \(opened.count + 2) of \(count + 1) (\(error)); reading with \(opened.count + 1) (setting max_db_connections)")
+                break
+            }
+        }
+        return opened
+    }
+
+    /// Plans one stream's items (running a resumed load's reconciliation first).
+    private func plan(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, state: StreamState?) throws -> [WorkItem] {
         let hasCtid = ds.kind != .view
         let label = ds.id
 
@@ -68,18 +172,17 @@ public final class SnapshotReader {
 
         switch cs.syncMode {
         case .fullRefresh:
-            var start: UInt32 = 0
             var resumed: StreamState.Load?
-            if case .load(let l)? = state, l.incremental == nil, l.xminLowerBound == nil { start = l.nextPage; resumed = l }
-            if hasCtid {
-                if let l = resumed, sink.reconcilesResumedLoads {
-                    if start > 0 { start = try reconcile(cs, ds, info: info, resumed: l) }
-                    if start == 0 { try sink.restartLoad(ds.id) }
+            if case .load(let l)? = state, l.incremental == nil, l.xminLowerBound == nil { resumed = l }
+            guard hasCtid else { return [WorkItem(stream: try single(cs, ds, info: info, completion: .fullRefreshComplete), kind: .whole)] }
+            var scan = try pages(cs, ds, info: info, resumed: resumed, incremental: nil, xminLowerBound: nil, completion: .fullRefreshComplete)
+            if resumed != nil, sink.reconcilesResumedLoads {
+                if !scan.fresh, !(try reconcile(scan.stream, saved: resumed?.snapshotXmin)) {
+                    scan = try pages(cs, ds, info: info, resumed: nil, incremental: nil, xminLowerBound: nil, completion: .fullRefreshComplete)
                 }
-                try readChunks(cs, ds, info: info, from: start, incremental: nil, xminLowerBound: nil, completion: .fullRefreshComplete)
-            } else {
-                try readWhole(cs, ds)
+                if scan.fresh { try sink.restartLoad(ds.id) }
             }
+            return scan.items
 
         case .incremental:
             switch config.replication {
@@ -89,38 +192,44 @@ public final class SnapshotReader {
                 guard hasCtid else {
                     throw ReadError(message: "stream \(label) is a view; xmin incremental works on tables only. Configure it as full_refresh or use a cursor (replication_method Standard).")
                 }
-                try readXmin(cs, ds, info: info, state: state)
+                return try planXmin(cs, ds, info: info, state: state)
             case .standard:
-                try readCursor(cs, ds, info: info, state: state, hasCtid: hasCtid)
+                return try planCursor(cs, ds, info: info, state: state, hasCtid: hasCtid)
             }
         }
     }
 
+    /// A stream read as one item.
+    private func single(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, completion: StreamState?, tracking: String? = nil) throws -> StreamRead {
+        let s = StreamRead(configured: cs, discovered: ds, plan: try makePlan(cs, ds, tracking: tracking), relations: [], progress: [:], leafPlanned: false,
+                           info: info, incremental: nil, xminLowerBound: nil, completion: completion)
+        s.outstanding = 1
+        return s
+    }
+
     // MARK: xmin
 
-    private func readXmin(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, state: StreamState?) throws {
+    private func planXmin(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, state: StreamState?) throws -> [WorkItem] {
         let label = ds.id
         let now = StreamState.Xmin(raw: info.snapshotXmin.raw)
         switch state {
         case .load(let l)? where l.incremental.flatMap({ if case .xmin = $0 { return true } else { return nil } }) == true:
-            try readChunks(cs, ds, info: info, from: l.nextPage, incremental: l.incremental, xminLowerBound: l.xminLowerBound,
-                           completion: .incremental(l.incremental!))
+            return try pages(cs, ds, info: info, resumed: l, incremental: l.incremental, xminLowerBound: l.xminLowerBound, completion: .incremental(l.incremental!)).items
         case .incremental(.xmin(let prev))?:
             if prev.epoch != now.epoch {
                 log(.warning, "\(label): the transaction id counter wrapped around since the last sync (xid epoch \(prev.epoch) → \(now.epoch)); xmin values no longer order changes, so this stream is read again in full")
-                try readChunks(cs, ds, info: info, from: 0, incremental: .xmin(now), xminLowerBound: nil, completion: .incremental(.xmin(now)))
-            } else {
-                try readChunks(cs, ds, info: info, from: 0, incremental: .xmin(now), xminLowerBound: prev.xid, completion: .incremental(.xmin(now)))
+                return try pages(cs, ds, info: info, resumed: nil, incremental: .xmin(now), xminLowerBound: nil, completion: .incremental(.xmin(now))).items
             }
+            return try pages(cs, ds, info: info, resumed: nil, incremental: .xmin(now), xminLowerBound: prev.xid, completion: .incremental(.xmin(now))).items
         default:
             if state != nil { log(.info, "\(label): the saved state is not an xmin state; reading the stream in full") }
-            try readChunks(cs, ds, info: info, from: 0, incremental: .xmin(now), xminLowerBound: nil, completion: .incremental(.xmin(now)))
+            return try pages(cs, ds, info: info, resumed: nil, incremental: .xmin(now), xminLowerBound: nil, completion: .incremental(.xmin(now))).items
         }
     }
 
     // MARK: cursor
 
-    private func readCursor(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, state: StreamState?, hasCtid: Bool) throws {
+    private func planCursor(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, state: StreamState?, hasCtid: Bool) throws -> [WorkItem] {
         let label = ds.id
         guard let field = cs.cursorField.first else {
             throw ReadError(message: "stream \(label) is incremental but has no cursor_field; name the column that grows with each change (such as updated_at)")
@@ -131,14 +240,12 @@ public final class SnapshotReader {
         switch state {
         case .load(let l)?:
             if case .cursor(let c)? = l.incremental, c.field == field {
-                try readChunks(cs, ds, info: info, from: l.nextPage, incremental: l.incremental, xminLowerBound: nil, completion: .incremental(.cursor(c)))
-                return
+                return try pages(cs, ds, info: info, resumed: l, incremental: l.incremental, xminLowerBound: nil, completion: .incremental(.cursor(c))).items
             }
         case .incremental(.cursor(let c))?:
             if c.field == field {
                 try checkSavedCursor(c, ds, column: column)
-                try readOrdered(cs, ds, column: column, from: c)
-                return
+                return [WorkItem(stream: try single(cs, ds, info: info, completion: nil, tracking: column.name), kind: .ordered(column, c, initial: false))]
             }
             log(.warning, "\(label): the cursor changed from \"\(c.field)\" to \"\(field)\"; reading the stream in full")
         default:
@@ -147,10 +254,10 @@ public final class SnapshotReader {
         // First sync of the stream.
         if hasCtid {
             let max = try cursorMax(ds, column: column)
-            try readChunks(cs, ds, info: info, from: 0, incremental: .cursor(max), xminLowerBound: nil, completion: .incremental(.cursor(max)))
-        } else {
-            try readOrdered(cs, ds, column: column, from: StreamState.Cursor(field: field, value: nil, recordCount: 0), initial: true)
+            return try pages(cs, ds, info: info, resumed: nil, incremental: .cursor(max), xminLowerBound: nil, completion: .incremental(.cursor(max))).items
         }
+        return [WorkItem(stream: try single(cs, ds, info: info, completion: nil, tracking: column.name),
+                         kind: .ordered(column, StreamState.Cursor(field: field, value: nil, recordCount: 0), initial: true))]
     }
 
     /// Refuses a saved cursor value the column's type cannot take (state edited, or the column's
@@ -173,8 +280,10 @@ public final class SnapshotReader {
         return StreamState.Cursor(field: column.name, value: r.string(0, "v"), recordCount: r.int(0, "n") ?? 0)
     }
 
-    /// Reads rows past a cursor position in cursor order, checkpointing as it goes.
-    private func readOrdered(_ cs: ConfiguredStream, _ ds: DiscoveredStream, column: DiscoveredStream.Column, from: StreamState.Cursor, initial: Bool = false) throws {
+    /// Reads rows past a cursor position in cursor order on `worker`'s connection, checkpointing as it goes.
+    private func readOrdered(_ s: StreamRead, column: DiscoveredStream.Column, from: StreamState.Cursor, initial: Bool, worker: ParallelItems<WorkItem>.Worker) throws {
+        let ds = s.discovered
+        let conn = worker.conn
         let c = PGConnection.quoteIdentifier(column.name)
         let typeName = column.type.declared
         var condition = "\(c) IS NOT NULL"
@@ -188,22 +297,23 @@ public final class SnapshotReader {
             let n = try conn.query("SELECT count(*) FROM \(qualified(ds)) WHERE \(c) = \(literal)").string(0, 0).flatMap { Int64($0) } ?? 0
             condition = n == from.recordCount ? "\(c) > \(literal)" : "\(c) >= \(literal)"
             if n != from.recordCount {
-                log(.info, "\(ds.id): \(n) rows now hold the saved cursor value (\(from.recordCount) were emitted); re-reading those rows so none is lost")
+                try worker.locked { log(.info, "\(ds.id): \(n) rows now hold the saved cursor value (\(from.recordCount) were emitted); re-reading those rows so none is lost") }
             }
         }
-        var plan = try makePlan(cs, ds, tracking: column.name)
+        let plan = s.plan
         let sql = "COPY (SELECT \(plan.selectList) FROM \(qualified(ds)) WHERE \(condition) ORDER BY \(order)) TO STDOUT"
         var current = from
         var sawRows = false
         var sinceState: Int64 = 0
+        var rows: Int64 = 0
         var lastCheck = Date()
         let interval = Double(config.checkpointTargetIntervalSeconds)
         let tracked = plan.tracked!
         var last: [UInt8]?
         try conn.copyOut(sql) { row in
-            try sink.row(plan.shape, copyText: row)
+            try worker.row(plan.shape, row)
             sinceState += 1
-            plan.rows += 1
+            rows += 1
             if let v = try CopyText.field(row, tracked) {
                 if !sawRows || last.map({ !CopyText.equal($0, v) }) ?? true {
                     let text = CopyText.unescaped(v)
@@ -216,56 +326,194 @@ public final class SnapshotReader {
                 last = nil
             }
             sawRows = true
-            if sinceState >= Int64(config.batchFetchLimit) || (plan.rows & 1023 == 0 && Date().timeIntervalSince(lastCheck) >= interval) {
+            if sinceState >= Int64(config.batchFetchLimit) || (rows & 1023 == 0 && Date().timeIntervalSince(lastCheck) >= interval) {
                 if current.value != nil {
-                    try emitState(ds, .incremental(.cursor(current)), count: sinceState)
+                    let state = current
+                    try worker.locked { try emitState(s, .incremental(.cursor(state))) }
                     sinceState = 0
                     lastCheck = Date()
                 }
             }
         }
-        try emitState(ds, .incremental(.cursor(current)), count: sinceState)
+        let state = current
+        try worker.locked { try emitState(s, .incremental(.cursor(state))) }
     }
 
     // MARK: chunks
 
-    /// Reads the relation in ctid page ranges inside the current snapshot, emitting a STATE after each chunk.
-    private func readChunks(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, from start: UInt32,
-                            incremental: StreamState.Incremental?, xminLowerBound: UInt32?, completion: StreamState) throws {
-        var plan = try makePlan(cs, ds, tracking: nil)
-        var pending = reconciledRows
-        reconciledRows = 0
+    /// A stream's page-range items and whether it starts from nothing.
+    struct PageScan {
+        var stream: StreamRead
+        var items: [WorkItem]
+        var fresh: Bool
+    }
+
+    /// Plans a read of the relation (or of each leaf partition) in page ranges of about
+    /// `batch_fetch_limit` rows, skipping the pages `resumed` records as read.
+    private func pages(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, resumed: StreamState.Load?,
+                       incremental: StreamState.Incremental?, xminLowerBound: UInt32?, completion: StreamState) throws -> PageScan {
+        let (relations, leafPlanned) = try scanRelations(ds, info: info)
+        var progress: [UInt32: PageProgress] = [:]
+        var fresh = true
+        if let l = resumed, !l.isFresh {
+            let saved = l.partitions ?? [ds.oid: l.progress]
+            if Set(saved.keys).isSubset(of: relations.map(\.oid)) && (l.partitions != nil) == leafPlanned {
+                progress = saved
+                fresh = false
+            } else {
+                log(.info, "\(ds.id): the partitions changed since the last checkpoint; the load restarts from the beginning")
+            }
+        }
+        let stream = StreamRead(configured: cs, discovered: ds, plan: try makePlan(cs, ds, tracking: nil), relations: relations, progress: progress,
+                                leafPlanned: leafPlanned, info: info, incremental: incremental, xminLowerBound: xminLowerBound, completion: completion)
+        let items = Self.pageItems(relations, progress: progress, chunkPages: chunkPages(info)).map { WorkItem(stream: stream, kind: .pages($0.0, $0.1)) }
+        stream.outstanding = items.count
+        if !fresh { log(.info, "\(ds.id): resuming the interrupted load; \(items.count) page ranges are left to read") }
+        return PageScan(stream: stream, items: items, fresh: fresh)
+    }
+
+    /// Pages per item: about `batch_fetch_limit` rows at the relation's rows per page.
+    func chunkPages(_ info: RelationInfo) -> UInt32 {
         let rowsPerPage = info.pages > 0 && info.rows > 0 ? max(1, Double(info.rows) / Double(info.pages)) : 60
-        let chunkPages = UInt32(clamping: max(1, Int((Double(config.batchFetchLimit) / rowsPerPage).rounded(.up))))
-        var page = start
-        if start > 0 { log(.info, "\(ds.id): resuming at page \(start) of \(info.pages)") }
-        while true {
-            let upper = page &+ chunkPages
-            let last = upper >= info.pages || upper < page
-            var conditions = ["ctid >= '(\(page),0)'::tid"]
-            if !last { conditions.append("ctid < '(\(upper),0)'::tid") }
-            if let lb = xminLowerBound { conditions.append("xmin::text::int8 >= \(lb)") }
-            let sql = "COPY (SELECT \(plan.selectList) FROM \(qualified(ds)) WHERE \(conditions.joined(separator: " AND "))) TO STDOUT"
-            var chunkRows: Int64 = pending
-            pending = 0
-            try conn.copyOut(sql) { row in
-                try sink.row(plan.shape, copyText: row)
-                chunkRows += 1
+        return UInt32(clamping: max(1, Int((Double(config.batchFetchLimit) / rowsPerPage).rounded(.up))))
+    }
+
+    /// The page ranges still to read, cut into items of `chunkPages`; the last range of each
+    /// relation is open-ended, so pages added since planning are read too.
+    static func pageItems(_ relations: [ScanRelation], progress: [UInt32: PageProgress], chunkPages: UInt32) -> [(ScanRelation, Range<UInt32>)] {
+        var items: [(ScanRelation, Range<UInt32>)] = []
+        for rel in relations {
+            for gap in (progress[rel.oid] ?? PageProgress()).remaining() {
+                var lo = gap.lowerBound
+                while true {
+                    let (next, overflow) = lo.addingReportingOverflow(chunkPages)
+                    let openEnd = gap.upperBound == PageProgress.end
+                    if overflow || next >= gap.upperBound || (openEnd && next >= rel.pages) {
+                        items.append((rel, lo..<gap.upperBound))
+                        break
+                    }
+                    items.append((rel, lo..<next))
+                    lo = next
+                }
             }
-            plan.rows += chunkRows
-            if last {
-                try emitState(ds, completion, count: chunkRows)
-                break
+        }
+        return items
+    }
+
+    /// The relations page ranges are read from: each leaf of a partitioned table (when the
+    /// role may read every leaf directly), else the relation itself.
+    func scanRelations(_ ds: DiscoveredStream, info: RelationInfo) throws -> ([ScanRelation], Bool) {
+        if ds.kind == .partitionedTable {
+            let r = try conn.query("""
+                SELECT c.oid::int8 AS oid, n.nspname, c.relname, pg_relation_size(c.oid) / current_setting('block_size')::int8 AS pages,
+                       has_table_privilege(c.oid, 'SELECT') AS readable
+                FROM pg_partition_tree($1) t JOIN pg_catalog.pg_class c ON c.oid = t.relid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE t.isleaf ORDER BY c.oid
+                """, [String(ds.oid)])
+            let leaves = (0..<r.rowCount).map { i in
+                ScanRelation(oid: UInt32(r.int(i, "oid") ?? 0),
+                             sql: PGConnection.quoteIdentifier(r.string(i, "nspname") ?? "") + "." + PGConnection.quoteIdentifier(r.string(i, "relname") ?? ""),
+                             pages: UInt32(clamping: r.int(i, "pages") ?? 0))
             }
-            page = upper
-            try emitState(ds, .load(StreamState.Load(nextPage: page, relationFilenode: info.filenode, incremental: incremental, xminLowerBound: xminLowerBound,
-                                                     snapshotXmin: info.snapshotXmin.raw)), count: chunkRows)
+            if (0..<r.rowCount).allSatisfy({ r.string($0, "readable") == "t" }) { return (leaves, true) }
+        }
+        return ([ScanRelation(oid: ds.oid, sql: qualified(ds), pages: info.pages)], false)
+    }
+
+    /// The COPY of one page range of `rel` for `plan`.
+    func pageSQL(_ plan: Plan, _ rel: ScanRelation, _ range: Range<UInt32>, xminLowerBound: UInt32?) -> String {
+        var conditions = ["ctid >= '(\(range.lowerBound),0)'::tid"]
+        if range.upperBound != PageProgress.end { conditions.append("ctid < '(\(range.upperBound),0)'::tid") }
+        if let lb = xminLowerBound { conditions.append("xmin::text::int8 >= \(lb)") }
+        return "COPY (SELECT \(plan.selectList) FROM \(rel.sql) WHERE \(conditions.joined(separator: " AND "))) TO STDOUT"
+    }
+
+    /// Runs one item on `worker`'s connection; `completed` is told (under the sink's lock) when
+    /// the item finished its stream.
+    private func execute(_ item: WorkItem, _ worker: ParallelItems<WorkItem>.Worker, completed: (StreamID) -> Void) throws {
+        let s = item.stream
+        worker.handed = { s.records += $0 }
+        switch item.kind {
+        case .pages(let rel, let range):
+            let shape = s.plan.shape
+            try worker.conn.copyOut(pageSQL(s.plan, rel, range, xminLowerBound: s.xminLowerBound)) { row in
+                try worker.row(shape, row)
+            }
+            try worker.locked {
+                s.progress[rel.oid, default: PageProgress()].add(range)
+                s.outstanding -= 1
+                try finishItem(s, completed: completed)
+            }
+        case .ordered(let column, let from, let initial):
+            try readOrdered(s, column: column, from: from, initial: initial, worker: worker)
+            try worker.locked {
+                s.outstanding -= 1
+                try finishItem(s, completed: completed)
+            }
+        case .whole:
+            let shape = s.plan.shape
+            try worker.conn.copyOut("COPY (SELECT \(s.plan.selectList) FROM \(qualified(s.discovered))) TO STDOUT") { row in
+                try worker.row(shape, row)
+            }
+            try worker.locked {
+                s.outstanding -= 1
+                try finishItem(s, completed: completed)
+            }
         }
     }
 
-    /// Reads a view in one COPY (views have no physical position to resume from).
-    private func readWhole(_ cs: ConfiguredStream, _ ds: DiscoveredStream) throws {
-        try emitState(ds, .fullRefreshComplete, count: try copyAll(cs, ds, stamp: nil))
+    /// After an item of `s`: its state (the completion once no item is left) and status.
+    private func finishItem(_ s: StreamRead, completed: (StreamID) -> Void) throws {
+        if s.outstanding > 0 {
+            try emitState(s, s.loadState)
+            return
+        }
+        if let c = s.completion { try emitState(s, c) }
+        try sink.status(s.id, .complete)
+        completed(s.id)
+    }
+
+    /// A state for `s`, with the records handed over since its previous one.
+    func emitState(_ s: StreamRead, _ state: StreamState) throws {
+        try sink.checkpoint(.stream(s.id, state, records: s.records))
+        s.records = 0
+    }
+
+    /// A resumed full refresh, for a sink that can apply it: rows of the already-read pages that
+    /// changed since the interrupted read's snapshot are read again, and the keys of every row are
+    /// listed, so rows updated or deleted there since are caught. False when the saved snapshot
+    /// is too old to compare with (the load then restarts).
+    private func reconcile(_ s: StreamRead, saved: UInt64?) throws -> Bool {
+        let ds = s.discovered
+        guard !ds.primaryKey.isEmpty, let saved, s.info.snapshotXmin.raw >= saved, s.info.snapshotXmin.raw - saved < 1 << 30 else {
+            log(.info, "\(ds.id): the interrupted load cannot be compared with the table as it is now; it restarts from the beginning")
+            return false
+        }
+        var rows: Int64 = 0
+        for rel in s.relations {
+            guard let p = s.progress[rel.oid] else { continue }
+            var copied: [String] = []
+            if p.below > 0 { copied.append("ctid < '(\(p.below),0)'::tid") }
+            for r in p.ranges {
+                copied.append(r.upperBound == PageProgress.end ? "ctid >= '(\(r.lowerBound),0)'::tid"
+                                                              : "(ctid >= '(\(r.lowerBound),0)'::tid AND ctid < '(\(r.upperBound),0)'::tid)")
+            }
+            guard !copied.isEmpty else { continue }
+            // age() compares transaction ids across wraparound; frozen rows have the largest age.
+            try conn.copyOut("COPY (SELECT \(s.plan.selectList) FROM \(rel.sql) WHERE (\(copied.joined(separator: " OR "))) AND age(xmin) <= age('\(UInt32(truncatingIfNeeded: saved))'::xid)) TO STDOUT") { row in
+                try sink.row(s.plan.shape, copyText: row)
+                rows += 1
+            }
+        }
+        let keyColumns = ds.primaryKey.compactMap { k in ds.columns.first { $0.name == k } }
+        let keyShape = RowShape(stream: ds.id, columns: keyColumns.map { RowShape.Column(name: $0.name, encoding: ValueEncoding($0.type), type: $0.type, isKey: true) })
+        try conn.copyOut("COPY (SELECT \(keyColumns.map { PGConnection.quoteIdentifier($0.name) }.joined(separator: ", ")) FROM \(qualified(ds))) TO STDOUT") { row in
+            try sink.presentKeys(keyShape, copyText: row)
+        }
+        try sink.presentKeysEnd(ds.id)
+        s.records += rows
+        log(.info, "\(ds.id): \(rows) rows of the pages already read changed since the interrupted read and were read again, and rows deleted since are removed")
+        return true
     }
 
     // MARK: plumbing
@@ -276,49 +524,6 @@ public final class SnapshotReader {
         /// Index of the cursor column in each row, when one is followed.
         var tracked: Int?
         var rows: Int64 = 0
-    }
-
-    /// Rows re-read by a resumed load's reconciliation, counted into its first checkpoint.
-    private var reconciledRows: Int64 = 0
-
-    /// Reads a whole relation in one COPY inside the caller's transaction (the CDC snapshot), each
-    /// row stamped with `stamp`. Returns the number of rows.
-    public func copyAll(_ cs: ConfiguredStream, _ ds: DiscoveredStream, stamp: RowShape.CDCStamp?) throws -> Int64 {
-        let plan = try makePlan(cs, ds, tracking: nil, stamp: stamp)
-        var rows: Int64 = 0
-        try conn.copyOut("COPY (SELECT \(plan.selectList) FROM \(qualified(ds))) TO STDOUT") { row in
-            try sink.row(plan.shape, copyText: row)
-            rows += 1
-        }
-        return rows
-    }
-
-    /// A resumed full refresh, for a sink that can apply it: rows of the already-copied pages that
-    /// changed since the interrupted read's snapshot are read again, and the keys of every row are
-    /// listed, so rows updated or deleted there since are caught. Returns the page to go on from
-    /// (0 when the saved snapshot is too old to compare with).
-    private func reconcile(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, resumed l: StreamState.Load) throws -> UInt32 {
-        guard !ds.primaryKey.isEmpty, let saved = l.snapshotXmin, info.snapshotXmin.raw >= saved,
-              info.snapshotXmin.raw - saved < 1 << 30 else {
-            log(.info, "\(ds.id): the interrupted load cannot be compared with the table as it is now; it restarts from the beginning")
-            return 0
-        }
-        let plan = try makePlan(cs, ds, tracking: nil)
-        var rows: Int64 = 0
-        // age() compares transaction ids across wraparound; frozen rows have the largest age.
-        try conn.copyOut("COPY (SELECT \(plan.selectList) FROM \(qualified(ds)) WHERE ctid < '(\(l.nextPage),0)'::tid AND age(xmin) <= age('\(UInt32(truncatingIfNeeded: saved))'::xid)) TO STDOUT") { row in
-            try sink.row(plan.shape, copyText: row)
-            rows += 1
-        }
-        let keyColumns = ds.primaryKey.compactMap { k in ds.columns.first { $0.name == k } }
-        let keyShape = RowShape(stream: ds.id, columns: keyColumns.map { RowShape.Column(name: $0.name, encoding: ValueEncoding($0.type), type: $0.type, isKey: true) })
-        try conn.copyOut("COPY (SELECT \(keyColumns.map { PGConnection.quoteIdentifier($0.name) }.joined(separator: ", ")) FROM \(qualified(ds))) TO STDOUT") { row in
-            try sink.presentKeys(keyShape, copyText: row)
-        }
-        try sink.presentKeysEnd(ds.id)
-        reconciledRows = rows
-        log(.info, "\(ds.id): resuming at page \(l.nextPage); \(rows) rows of the copied pages changed since the interrupted read and were read again, and rows deleted since are removed")
-        return l.nextPage
     }
 
     /// The SELECT list and row shape for the configured columns (plus a tracked cursor column).
@@ -391,10 +596,6 @@ public final class SnapshotReader {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
         return h >> 1
-    }
-
-    func emitState(_ ds: DiscoveredStream, _ state: StreamState, count: Int64) throws {
-        try sink.checkpoint(.stream(ds.id, state, records: count))
     }
 
     func log(_ level: Logger.Level, _ message: String) {

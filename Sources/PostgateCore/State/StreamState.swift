@@ -26,10 +26,13 @@ public enum StreamState: Sendable, Equatable {
         case xmin(Xmin)
     }
 
-    /// A chunked load: pages below `nextPage` are done. `incremental` becomes the state when the
-    /// load completes; `xminLowerBound` marks an xmin pass reading only rows with newer xmins.
+    /// A chunked load: `progress` says which pages of the relation are read (for a partitioned
+    /// table read leaf by leaf, `partitions` says it per leaf, by oid). `incremental` becomes the
+    /// state when the load completes; `xminLowerBound` marks an xmin pass reading only rows with
+    /// newer xmins.
     public struct Load: Sendable, Equatable {
-        public var nextPage: UInt32
+        public var progress: PageProgress
+        public var partitions: [UInt32: PageProgress]?
         public var relationFilenode: UInt64
         public var incremental: Incremental?
         public var xminLowerBound: UInt32?
@@ -37,13 +40,26 @@ public enum StreamState: Sendable, Equatable {
         /// changed in the copied pages since.
         public var snapshotXmin: UInt64?
 
+        /// Every page below this one is read (of the relation itself, not per leaf).
+        public var nextPage: UInt32 { progress.below }
+
         public init(nextPage: UInt32, relationFilenode: UInt64, incremental: Incremental?, xminLowerBound: UInt32?, snapshotXmin: UInt64? = nil) {
-            self.nextPage = nextPage
+            self.init(progress: PageProgress(below: nextPage), partitions: nil, relationFilenode: relationFilenode, incremental: incremental,
+                      xminLowerBound: xminLowerBound, snapshotXmin: snapshotXmin)
+        }
+
+        public init(progress: PageProgress, partitions: [UInt32: PageProgress]?, relationFilenode: UInt64, incremental: Incremental?,
+                    xminLowerBound: UInt32?, snapshotXmin: UInt64?) {
+            self.progress = progress
+            self.partitions = partitions
             self.relationFilenode = relationFilenode
             self.incremental = incremental
             self.xminLowerBound = xminLowerBound
             self.snapshotXmin = snapshotXmin
         }
+
+        /// True when nothing was read yet.
+        public var isFresh: Bool { progress == PageProgress() && (partitions?.values.allSatisfy { $0 == PageProgress() } ?? true) }
     }
 
     case load(Load)
@@ -53,10 +69,16 @@ public enum StreamState: Sendable, Equatable {
     public var json: JSONValue {
         switch self {
         case .load(let l):
-            var o = JSONObject([
-                ("state_type", "ctid"), ("version", 2), ("ctid", .string("(\(l.nextPage),0)")),
-                ("relation_filenode", .number(String(l.relationFilenode))),
-            ])
+            var o = JSONObject([("state_type", "ctid"), ("version", 2)])
+            Self.progressJSON(l.progress, into: &o)
+            o["relation_filenode"] = .number(String(l.relationFilenode))
+            if let parts = l.partitions {
+                o["partitions"] = .array(parts.keys.sorted().map { oid in
+                    var p = JSONObject([("oid", .number(String(oid)))])
+                    Self.progressJSON(parts[oid]!, into: &p)
+                    return .object(p)
+                })
+            }
             if let inc = l.incremental { o["incremental_state"] = Self.incrementalJSON(inc) }
             if let lb = l.xminLowerBound { o["xmin_lower_bound"] = .number(String(lb)) }
             if let x = l.snapshotXmin { o["snapshot_xmin"] = .number(String(x)) }
@@ -66,6 +88,36 @@ public enum StreamState: Sendable, Equatable {
         case .fullRefreshComplete:
             return ["state_type": "full_refresh", "version": 2, "status": "complete"]
         }
+    }
+
+    /// `ctid` (every page below it is read) and, when items finished out of order, `done_ranges`
+    /// (`[first page, page after the last]` pairs; 4294967295 means the end of the relation).
+    static func progressJSON(_ p: PageProgress, into o: inout JSONObject) {
+        o["ctid"] = .string("(\(p.below),0)")
+        if !p.ranges.isEmpty {
+            o["done_ranges"] = .array(p.ranges.map { .array([.number(String($0.lowerBound)), .number(String($0.upperBound))]) })
+        }
+    }
+
+    static func parseProgress(_ f: StateFields) throws(InputError) -> PageProgress {
+        guard let text = try f.string("ctid"), let page = parseCtidPage(text) else {
+            throw f.fail("ctid", "expected a tuple id such as \"(42,0)\" with a page number from 0 to \(UInt32.max)")
+        }
+        var ranges: [Range<UInt32>] = []
+        switch f.value["done_ranges"] {
+        case nil, .null?: break
+        case .array(let list)?:
+            for (i, r) in list.enumerated() {
+                guard let pair = r.arrayValue, pair.count == 2, case .number(let a) = pair[0], case .number(let b) = pair[1],
+                      let lo = UInt32(a), let hi = UInt32(b), lo < hi, lo > page else {
+                    throw f.fail("done_ranges[\(i)]", "expected [first page, page after the last] above the ctid page, such as [100, 200]")
+                }
+                ranges.append(lo..<hi)
+            }
+        case let other?:
+            throw f.fail("done_ranges", "expected an array of page ranges, found \(other.typeName)")
+        }
+        return PageProgress(below: page, ranges: ranges)
     }
 
     static func incrementalJSON(_ inc: Incremental) -> JSONValue {
@@ -90,10 +142,22 @@ public enum StreamState: Sendable, Equatable {
         guard let type = try f.string("state_type") else { throw f.fail("state_type", "is required") }
         switch type {
         case "ctid":
-            guard let text = try f.string("ctid"), let page = parseCtidPage(text) else {
-                throw f.fail("ctid", "expected a tuple id such as \"(42,0)\" with a page number from 0 to \(UInt32.max)")
+            let progress = try parseProgress(f)
+            var partitions: [UInt32: PageProgress]?
+            switch v["partitions"] {
+            case nil, .null?: break
+            case .array(let list)?:
+                var parts: [UInt32: PageProgress] = [:]
+                for (i, p) in list.enumerated() {
+                    let pf = StateFields(p, file: file, path: "\(path).partitions[\(i)]")
+                    guard let oid = try pf.unsigned("oid", max: UInt64(UInt32.max)), oid > 0 else { throw pf.fail("oid", "expected the partition's oid") }
+                    parts[UInt32(oid)] = try parseProgress(pf)
+                }
+                partitions = parts
+            case let other?:
+                throw f.fail("partitions", "expected an array, found \(other.typeName)")
             }
-            guard let fn = try f.unsigned("relation_filenode", max: UInt64(UInt32.max)) else { throw f.fail("relation_filenode", "is required") }
+            guard let fn = try f.unsigned("relation_filenode", max: UInt64(Int64.max)) else { throw f.fail("relation_filenode", "is required") }
             var inc: Incremental?
             if let i = v["incremental_state"], i != .null {
                 guard case .incremental(let parsed) = try parse(i, file: file, path: "\(path).incremental_state") else {
@@ -103,7 +167,7 @@ public enum StreamState: Sendable, Equatable {
             }
             let lower = try f.unsigned("xmin_lower_bound", max: UInt64(UInt32.max)).map { UInt32($0) }
             let snap = try f.unsigned("snapshot_xmin", max: UInt64(Int64.max))
-            return .load(Load(nextPage: page, relationFilenode: fn, incremental: inc, xminLowerBound: lower, snapshotXmin: snap))
+            return .load(Load(progress: progress, partitions: partitions, relationFilenode: fn, incremental: inc, xminLowerBound: lower, snapshotXmin: snap))
         case "cursor_based":
             guard let fields = v["cursor_field"]?.arrayValue, let field = fields.first?.stringValue, fields.count == 1, !field.isEmpty else {
                 throw f.fail("cursor_field", "expected an array holding the one cursor column")

@@ -259,7 +259,9 @@ final class EventQueue: Sendable {
 final class SyncSink: ReadSink {
     let queue: EventQueue
     let streams: [StreamID: SyncStream]
-    private var layouts: [ObjectIdentifier: FieldLayout] = [:]
+    /// Layouts per row shape, shared with the lanes of a parallel read; the shape is held so its
+    /// identity is not reused by another shape meanwhile.
+    private let layouts = Mutex<[ObjectIdentifier: (RowShape, FieldLayout)]>([:])
     private var lastShape: RowShape?
     private var lastLayout: FieldLayout?
     private var copyLayout: FieldLayout?
@@ -280,14 +282,67 @@ final class SyncSink: ReadSink {
     @inline(__always)
     private func layout(_ shape: RowShape) -> FieldLayout {
         if shape === lastShape, let l = lastLayout { return l }
-        let l = layouts[ObjectIdentifier(shape)] ?? FieldLayout(shape, cdc: streams[shape.stream]?.mode == .cdc, primaryKey: streams[shape.stream]?.primaryKey ?? [])
-        layouts[ObjectIdentifier(shape)] = l
+        let l = sharedLayout(shape)
         lastShape = shape
         lastLayout = l
         return l
     }
 
-    private func sendPending() throws {
+    /// The one layout of `shape` (safe from any thread).
+    func sharedLayout(_ shape: RowShape) -> FieldLayout {
+        let streams = streams
+        return layouts.withLock { d in
+            if let l = d[ObjectIdentifier(shape)]?.1 { return l }
+            let l = FieldLayout(shape, cdc: streams[shape.stream]?.mode == .cdc, primaryKey: streams[shape.stream]?.primaryKey ?? [])
+            d[ObjectIdentifier(shape)] = (shape, l)
+            return l
+        }
+    }
+
+    func makeLane() -> RowLane { Lane(sink: self) }
+
+    /// One connection's snapshot rows, in blocks of COPY text per layout.
+    final class Lane: RowLane {
+        unowned let sink: SyncSink
+        private var blocks: [(FieldLayout, [UInt8], Int)] = []
+        private var layout: FieldLayout?
+        private var shape: RowShape?
+        private var bytes: [UInt8] = []
+        private var count = 0
+        private(set) var buffered = 0
+
+        init(sink: SyncSink) { self.sink = sink }
+
+        func row(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws {
+            if shape !== self.shape {
+                close()
+                self.shape = shape
+                layout = sink.sharedLayout(shape)
+            }
+            bytes.append(contentsOf: copyText)
+            count += 1
+            buffered += copyText.count
+        }
+
+        private func close() {
+            if let l = layout, count > 0 {
+                blocks.append((l, bytes, count))
+                bytes = []
+                bytes.reserveCapacity(SyncSink.blockBytes + (64 << 10))
+            }
+            count = 0
+        }
+
+        func handOver() throws {
+            close()
+            try sink.sendPending()
+            for (l, b, n) in blocks { try sink.queue.push(.copyRows(l, b, n)) }
+            blocks.removeAll()
+            buffered = 0
+        }
+    }
+
+    fileprivate func sendPending() throws {
         if let l = copyLayout, copyCount > 0 {
             let bytes = copyBytes
             copyBytes.removeAll(keepingCapacity: true)
