@@ -27,6 +27,16 @@ public final class CDCReader {
         var configured: ConfiguredStream
         var discovered: DiscoveredStream
         var id: StreamID { discovered.id }
+        /// The primary key's columns, and their order when the initial load can be read in key-range chunks.
+        let keyColumns: [DiscoveredStream.Column]
+        let keyOrder: KeyOrder?
+
+        init(configured: ConfiguredStream, discovered: DiscoveredStream) {
+            self.configured = configured
+            self.discovered = discovered
+            keyColumns = discovered.primaryKey.compactMap { k in discovered.columns.first { $0.name == k } }
+            keyOrder = keyColumns.count == discovered.primaryKey.count ? KeyOrder(keyColumns.map(\.type)) : nil
+        }
     }
 
     /// What a Relation message told us, bound to a configured stream if there is one.
@@ -35,6 +45,8 @@ public final class CDCReader {
         var columns: [PgOutputMessage.Column]
         /// The row shape of the stream's changes (nil for relations no stream reads).
         var shape: RowShape?
+        /// Where the primary key's columns are in the tuples (nil when one is missing).
+        var keyIndexes: [Int]?
     }
 
     /// Keep streaming after catching up, until `stopRequested` says to stop (at a transaction boundary).
@@ -102,15 +114,12 @@ public final class CDCReader {
 
         // 1. Initial loads. Tables with a primary key are read in chunks between changes (see
         // `readChunks`); the others in one snapshot whose visibility filters their changes.
+        for s in all where current.backfills[s.id] != nil && s.keyOrder == nil { current.backfills[s.id] = nil }
         let need = all.filter { !current.snapshotted.contains($0.id) && current.backfills[$0.id] == nil }
-        for s in need where !s.discovered.primaryKey.isEmpty {
-            current.backfills[s.id] = StreamState.Load(nextPage: 0, relationFilenode: 0, incremental: nil, xminLowerBound: nil)
-        }
-        let whole = need.filter { $0.discovered.primaryKey.isEmpty }
+        for s in need where s.keyOrder != nil { current.backfills[s.id] = CDCState.Backfill(loadedThrough: nil) }
+        let whole = need.filter { $0.keyOrder == nil }
         if !whole.isEmpty {
-            for s in whole {
-                log(.info, "CDC: \(s.id) has no primary key, so its initial load is read in one snapshot (one transaction) rather than in chunks between changes")
-            }
+            for s in whole { logWhole(s) }
             try conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             let snap = try conn.query("SELECT pg_current_snapshot()::text AS s, pg_current_wal_insert_lsn()::text AS l")
             guard let text = snap.string(0, "s"), let snapLSN = snap.string(0, "l").flatMap(LSN.init), let filter = Self.snapshotFilter(text, lsn: snapLSN, streams: whole.map(\.id)) else {
@@ -228,12 +237,23 @@ public final class CDCReader {
             _ = try conn.query("SELECT pg_logical_emit_message(false, $1, $2)", [Self.markerPrefix, markerID])
             markerSent = true
         }
-        var fills = try planBackfills(streams, state: &current, conn: conn)
+        var fills = streams.filter { current.backfills[$0.id] != nil }
         /// The watermark written for the next chunks, while it is on its way through the slot.
         var watermark: String?
         /// Transactions committed since the last chunks were read: their snapshots must see them.
         var committedXids: [UInt32] = []
         var txXid: UInt32 = 0
+        var sinceState: Int64 = 0
+        /// Emits a change, or what of it goes out while its stream's initial load is in progress.
+        func emitChange(_ s: Stream, _ r: Relation, _ shape: RowShape, _ change: Change) throws {
+            var change = change
+            if Self.guarded(s, current) {
+                guard let kept = filtered(s, r, change, xid: txXid, state: current) else { return }
+                change = kept
+            }
+            try emit(shape, change)
+            sinceState += 1
+        }
         var timedOut = false
         /// Asks for the next chunks: they are read once the watermark comes back through the
         /// slot, after every change committed before it.
@@ -262,7 +282,6 @@ public final class CDCReader {
         var inTx = false
         var skipTx = false
         var commitTime = ""
-        var sinceState: Int64 = 0
         var lastChange = Date()
         var done = false
         let idleLimit = Double(cdc.initialWaitingSeconds)
@@ -301,7 +320,7 @@ public final class CDCReader {
                         if !fills.isEmpty { committedXids.append(txXid) }
                         current.lsn = end
                         position.receive(end)
-                        current.filters.removeAll { $0.lsn <= end }
+                        current.passed(end)
                         if confirmWhileReading && position.confirm(end) { try report() }
                         // Following, a state goes out soon after each change so the destination commits it promptly.
                         if sinceState >= Int64(config.batchFetchLimit) || (follow && sinceState > 0 && Date().timeIntervalSince(lastState) >= 0.2) {
@@ -315,19 +334,16 @@ public final class CDCReader {
                         relations[oid] = try relation(stream, cols, conn: conn, types: &typeCache)
                     case .insert(let rel, let new):
                         if let r = relations[rel], let s = r.stream, let shape = r.shape, !skipFor.contains(s.id) {
-                            try emit(shape, Change(kind: .insert, values: new, old: nil, keyOnly: false, lsn: walStart, time: commitTime))
-                            sinceState += 1
+                            try emitChange(s, r, shape, Change(kind: .insert, values: new, old: nil, keyOnly: false, lsn: walStart, time: commitTime))
                         }
                     case .update(let rel, let oldKind, let old, let new):
                         if let r = relations[rel], let s = r.stream, let shape = r.shape, !skipFor.contains(s.id) {
-                            try emit(shape, Change(kind: .update, values: new, old: old, oldKeyOnly: oldKind == UInt8(ascii: "K"),
-                                                   keyOnly: false, lsn: walStart, time: commitTime))
-                            sinceState += 1
+                            try emitChange(s, r, shape, Change(kind: .update, values: new, old: old, oldKeyOnly: oldKind == UInt8(ascii: "K"),
+                                                               keyOnly: false, lsn: walStart, time: commitTime))
                         }
                     case .delete(let rel, let kind, let old):
                         if let r = relations[rel], let s = r.stream, let shape = r.shape, !skipFor.contains(s.id) {
-                            try emit(shape, Change(kind: .delete, values: old, old: nil, keyOnly: kind == UInt8(ascii: "K"), lsn: walStart, time: commitTime))
-                            sinceState += 1
+                            try emitChange(s, r, shape, Change(kind: .delete, values: old, old: nil, keyOnly: kind == UInt8(ascii: "K"), lsn: walStart, time: commitTime))
                         }
                     case .truncate(_, let rels):
                         for rel in rels {
@@ -336,6 +352,9 @@ public final class CDCReader {
                                 try sink.truncate(s.id)
                                 emittedSinceState = true
                                 sinceState += 1
+                                // The truncate erased what chunk snapshots that saw it had read: later
+                                // changes those snapshots also saw must go out again.
+                                current.chunkFilters.removeAll { $0.stream == s.id && $0.snapshot.contains(xid: txXid) }
                             }
                         }
                     case .message(_, let at, let prefix, let content):
@@ -343,7 +362,7 @@ public final class CDCReader {
                             // Every change committed before the watermark was emitted: the chunks go out here.
                             position.receive(at)
                             if current.lsn < at { current.lsn = at }
-                            current.filters.removeAll { $0.lsn <= at }
+                            current.passed(at)
                             try readChunks(&fills, state: &current, committed: committedXids, conn: conn)
                             committedXids.removeAll(keepingCapacity: true)
                             sinceState = 0
@@ -354,7 +373,7 @@ public final class CDCReader {
                             // Everything committed before the marker has been decoded and emitted.
                             position.receive(at)
                             if current.lsn < at { current.lsn = at }
-                            current.filters.removeAll { $0.lsn <= at }
+                            current.passed(at)
                             done = true
                         }
                     case .origin, .type:
@@ -372,7 +391,7 @@ public final class CDCReader {
                         // Idle published tables: move the state to the server's WAL end so the slot
                         // does not hold back WAL written to other tables (confirmed once committed).
                         current.lsn = end
-                        current.filters.removeAll { $0.lsn <= end }
+                        current.passed(end)
                         try emitState(current)
                         lastState = Date()
                         idleEnd = nil
@@ -407,7 +426,8 @@ public final class CDCReader {
     /// its exported snapshot, so their changes start exactly where that snapshot ends; the
     /// others are loaded in chunks from the slot's start.
     private func createSlotAndSnapshot(_ all: [Stream], conn: PGConnection) throws {
-        let whole = all.filter { $0.discovered.primaryKey.isEmpty }
+        let whole = all.filter { $0.keyOrder == nil }
+        for s in whole { logWhole(s) }
         let repl = try factory.connect(replication: true)
         let r = try repl.query("CREATE_REPLICATION_SLOT \(PGConnection.quoteIdentifier(cdc.replicationSlot)) LOGICAL pgoutput (SNAPSHOT '\(whole.isEmpty ? "nothing" : "export")')")
         guard let point = r.string(0, "consistent_point").flatMap(LSN.init) else {
@@ -424,9 +444,7 @@ public final class CDCReader {
             try snapshot(whole, conn: conn, lsn: point)
             try conn.query("COMMIT")
         }
-        for s in all where !s.discovered.primaryKey.isEmpty {
-            state.backfills[s.id] = StreamState.Load(nextPage: 0, relationFilenode: 0, incremental: nil, xminLowerBound: nil)
-        }
+        for s in all where s.keyOrder != nil { state.backfills[s.id] = CDCState.Backfill(loadedThrough: nil) }
         createdState = state
         try emitState(state)
     }
@@ -452,85 +470,118 @@ public final class CDCReader {
 
     // MARK: chunked initial loads
 
-    /// One stream's initial load, read in page-range chunks between its changes.
-    final class Backfill {
-        let stream: Stream
-        let plan: SnapshotReader.Plan
-        let filenode: UInt64
-        let leafPlanned: Bool
-        let ownOID: UInt32
-        var progress: [UInt32: PageProgress]
-        /// Chunks not read yet, in page order.
-        var pending: [(SnapshotReader.ScanRelation, Range<UInt32>)]
-        var rows: Int64 = 0
-
-        init(stream: Stream, plan: SnapshotReader.Plan, filenode: UInt64, leafPlanned: Bool, progress: [UInt32: PageProgress],
-             pending: [(SnapshotReader.ScanRelation, Range<UInt32>)]) {
-            self.stream = stream
-            self.plan = plan
-            self.filenode = filenode
-            self.leafPlanned = leafPlanned
-            ownOID = stream.discovered.oid
-            self.progress = progress
-            self.pending = pending
-        }
-
-        var load: StreamState.Load {
-            StreamState.Load(progress: leafPlanned ? PageProgress() : progress[ownOID] ?? PageProgress(), partitions: leafPlanned ? progress : nil,
-                             relationFilenode: filenode, incremental: nil, xminLowerBound: nil, snapshotXmin: nil)
-        }
+    private func logWhole(_ s: Stream) {
+        let why = s.discovered.primaryKey.isEmpty ? "has no primary key" : "has a primary key of types whose order Postgate does not compare (only integers and uuids)"
+        log(.info, "CDC: \(s.id) \(why), so its initial load is read in one snapshot (one transaction) rather than in chunks between its changes")
     }
 
-    /// One chunk for one connection.
-    struct Chunk {
-        let fill: Backfill
-        let relation: SnapshotReader.ScanRelation
-        let range: Range<UInt32>
+    /// One key-range chunk for one connection; its snapshot is recorded once read.
+    final class Chunk {
+        let stream: Stream
+        let after: [String]?
+        let through: [String]?
         let shape: RowShape
+        let sql: String
+        var snapshot: CDCState.SnapshotFilter?
+        var rows: Int64 = 0
+
+        init(stream: Stream, after: [String]?, through: [String]?, shape: RowShape, sql: String) {
+            self.stream = stream
+            self.after = after
+            self.through = through
+            self.shape = shape
+            self.sql = sql
+        }
     }
 
     /// When the initial load stops for this run (`initial_load_timeout_hours` after its start).
     private lazy var loadDeadline = Date().addingTimeInterval(cdc.initialLoadTimeoutHours * 3600)
     /// Connections reading chunks; the first is the reader's own.
     private var chunkConnections: [PGConnection] = []
+    /// Rows loaded per stream in this run.
+    private var loadedRows: [StreamID: Int64] = [:]
 
-    /// Plans the chunks of every stream whose initial load is in progress, from its saved progress.
-    private func planBackfills(_ streams: [Stream], state: inout CDCState, conn: PGConnection) throws -> [Backfill] {
-        _ = loadDeadline
-        let reader = SnapshotReader(conn: conn, config: config, sink: sink, logger: logger)
-        var fills: [Backfill] = []
-        for s in streams {
-            guard let saved = state.backfills[s.id] else { continue }
-            let info = try reader.relationInfo(s.discovered)
-            let (relations, leafPlanned) = try reader.scanRelations(s.discovered, info: info)
-            var progress: [UInt32: PageProgress] = [:]
-            if !saved.isFresh {
-                let kept = saved.partitions ?? [s.discovered.oid: saved.progress]
-                if saved.relationFilenode == info.filenode && (saved.partitions != nil) == leafPlanned && Set(kept.keys).isSubset(of: relations.map(\.oid)) {
-                    progress = kept
-                } else {
-                    // Rows already loaded are keyed, so reading them again only rewrites them.
-                    log(.warning, "CDC: \(s.id) was rewritten or repartitioned since its initial load began (e.g. by VACUUM FULL); the load starts over")
-                }
-            }
-            let pending = SnapshotReader.pageItems(relations, progress: progress, chunkPages: reader.chunkPages(info))
-            let fill = Backfill(stream: s, plan: try reader.makePlan(s.configured, s.discovered, tracking: nil), filenode: info.filenode,
-                                leafPlanned: leafPlanned, progress: progress, pending: pending)
-            state.backfills[s.id] = fill.load
-            fills.append(fill)
-            log(.info, "CDC: initial load of \(s.id) in \(pending.count) chunks of about \(config.batchFetchLimit) rows, read between its changes")
+    /// The key of a tuple as text, or nil when a key column is not in it as text.
+    static func key(_ values: [TupleValue], _ indexes: [Int]) -> [String]? {
+        var key: [String] = []
+        key.reserveCapacity(indexes.count)
+        for i in indexes {
+            guard i < values.count, case .text(let t) = values[i] else { return nil }
+            key.append(String(decoding: t, as: UTF8.self))
         }
-        return fills
+        return key
     }
 
-    /// Reads the next chunks (one per connection) and hands them out at the watermark just
-    /// received: every change committed before it went out already, and every change after it
-    /// follows the chunks. Each chunk is read in a transaction of its own whose snapshot sees
-    /// every transaction committed before the watermark; a change between the watermark and
-    /// that snapshot is then in the chunk and follows it too, which leaves the same row (the
-    /// stream has a primary key). The state after the chunks records them, so a kill repeats
-    /// at most the chunks of this watermark.
-    private func readChunks(_ fills: inout [Backfill], state current: inout CDCState, committed: [UInt32], conn: PGConnection) throws {
+    /// Whether a change to `key` of `s` by transaction `xid` goes out. Not while the key is beyond
+    /// what the stream's chunked load has read (a later chunk reads the row as it is then), nor
+    /// when a chunk read the key's range in a snapshot that saw the transaction.
+    func keyGoesOut(_ s: Stream, _ key: [String]?, xid: UInt32, state: CDCState) -> Bool {
+        guard let order = s.keyOrder, let key else { return true }
+        if let fill = state.backfills[s.id] {
+            guard let through = fill.loadedThrough, !order.less(through, key) else { return false }
+        }
+        for f in state.chunkFilters where f.stream == s.id && f.snapshot.contains(xid: xid) && order.contains(key, after: f.after, through: f.through) {
+            return false
+        }
+        return true
+    }
+
+    /// True when changes of `s` need their keys looked at (its load or a chunk filter is open).
+    static func guarded(_ s: Stream, _ state: CDCState) -> Bool {
+        state.backfills[s.id] != nil || state.chunkFilters.contains { $0.stream == s.id }
+    }
+
+    /// What of a change goes out while its stream is guarded: all of it, nothing, or (for a key
+    /// change whose new key is not to go out) the delete of its old key.
+    func filtered(_ s: Stream, _ r: Relation, _ change: Change, xid: UInt32, state: CDCState) -> Change? {
+        guard let idx = r.keyIndexes else { return change }
+        switch change.kind {
+        case .insert, .delete:
+            return keyGoesOut(s, Self.key(change.values, idx), xid: xid, state: state) ? change : nil
+        case .update:
+            let new = Self.key(change.values, idx)
+            let old = change.old.flatMap { Self.key($0, idx) } ?? new
+            let newOut = keyGoesOut(s, new, xid: xid, state: state)
+            if old == new { return newOut ? change : nil }
+            let oldOut = keyGoesOut(s, old, xid: xid, state: state)
+            if newOut { return change }
+            guard oldOut, let oldValues = change.old else { return nil }
+            return Change(kind: .delete, values: oldValues, old: nil, keyOnly: change.oldKeyOnly, lsn: change.lsn, time: change.time)
+        }
+    }
+
+    /// The primary key as SQL: the column list and a literal row of `key`.
+    private static func keySQL(_ s: Stream) -> String {
+        let cols = s.keyColumns.map { PGConnection.quoteIdentifier($0.name) }
+        return cols.count == 1 ? cols[0] : "(" + cols.joined(separator: ", ") + ")"
+    }
+
+    private static func keyLiteral(_ s: Stream, _ key: [String]) -> String {
+        let lits = zip(s.keyColumns, key).map { "\(PGConnection.quoteLiteral($1))::\($0.type.declared)" }
+        return lits.count == 1 ? lits[0] : "(" + lits.joined(separator: ", ") + ")"
+    }
+
+    /// The key `batch_fetch_limit` rows after `after` in key order (nil: fewer rows are left).
+    private func boundary(_ s: Stream, after: [String]?, conn: PGConnection, table: String) throws -> [String]? {
+        let where_ = after.map { "WHERE \(Self.keySQL(s)) > \(Self.keyLiteral(s, $0))" } ?? ""
+        let order = s.keyColumns.map { PGConnection.quoteIdentifier($0.name) }.joined(separator: ", ")
+        let select = s.keyColumns.map { "\(PGConnection.quoteIdentifier($0.name))::text" }.joined(separator: ", ")
+        let r = try conn.query("SELECT \(select) FROM \(table) \(where_) ORDER BY \(order) OFFSET \(config.batchFetchLimit - 1) LIMIT 1")
+        guard r.rowCount == 1 else { return nil }
+        return try (0..<s.keyColumns.count).map { i in
+            guard let v = r.string(0, i) else { throw SnapshotReader.ReadError(message: "CDC: \(s.id): a primary key value is null") }
+            return v
+        }
+    }
+
+    /// Reads the next key-range chunks (one per connection) and hands them out at the watermark
+    /// just received: every change committed before it went out already (or was held back, for
+    /// keys no chunk had read), and every change after it follows the chunks. Each chunk is read
+    /// in a transaction of its own whose snapshot sees every transaction committed before the
+    /// watermark; changes after the watermark that the snapshot saw are filtered for the chunk's
+    /// key range (`CDCState.ChunkFilter`). The state after the chunks records them, so a kill
+    /// repeats at most the chunks of this watermark.
+    private func readChunks(_ fills: inout [Stream], state current: inout CDCState, committed: [UInt32], conn: PGConnection) throws {
         let width = max(1, config.maxDBConnections)
         if chunkConnections.isEmpty { chunkConnections = [conn] }
         while chunkConnections.count < width {
@@ -541,52 +592,62 @@ public final class CDCReader {
                 break
             }
         }
-        let lsn = current.lsn
-        let stamp = RowShape.CDCStamp(lsn: lsn, time: try Self.now(conn))
-        var chunks: [Chunk] = []
-        var shapes: [ObjectIdentifier: RowShape] = [:]
-        for fill in fills {
-            while chunks.count < chunkConnections.count, !fill.pending.isEmpty {
-                let (rel, range) = fill.pending.removeFirst()
-                let shape = shapes[ObjectIdentifier(fill)] ?? RowShape(stream: fill.stream.id, columns: fill.plan.shape.columns, cdcStamp: stamp)
-                shapes[ObjectIdentifier(fill)] = shape
-                chunks.append(Chunk(fill: fill, relation: rel, range: range, shape: shape))
-            }
-        }
+        let stamp = RowShape.CDCStamp(lsn: current.lsn, time: try Self.now(conn))
         let reader = SnapshotReader(conn: conn, config: config, sink: sink, logger: logger)
-        let runner = ParallelItems(items: chunks, sink: sink)
-        let shared = UncheckedBox(reader)
-        let connections = Array(chunkConnections.prefix(chunks.count))
-        try runner.run(connections: connections) { chunk, worker in
-            worker.handed = { chunk.fill.rows += $0 }
-            try Self.readChunk(chunk, worker, committed: committed, sql: shared.value.pageSQL(chunk.fill.plan, chunk.relation, chunk.range, xminLowerBound: nil))
-            try worker.locked { chunk.fill.progress[chunk.relation.oid, default: PageProgress()].add(chunk.range) }
-        }
-        for fill in fills {
-            if fill.pending.isEmpty {
-                current.backfills[fill.stream.id] = nil
-                current.snapshotted.insert(fill.stream.id)
-                log(.info, "CDC: initial load of \(fill.stream.id) complete: \(fill.rows) rows")
-            } else {
-                current.backfills[fill.stream.id] = fill.load
+        var chunks: [Chunk] = []
+        for s in fills {
+            guard chunks.count < chunkConnections.count, let fill = current.backfills[s.id] else { continue }
+            let plan = try reader.makePlan(s.configured, s.discovered, tracking: nil, stamp: stamp)
+            let table = reader.qualified(s.discovered)
+            var after = fill.loadedThrough
+            while chunks.count < chunkConnections.count {
+                let through = try boundary(s, after: after, conn: conn, table: table)
+                var conditions: [String] = []
+                if let after { conditions.append("\(Self.keySQL(s)) > \(Self.keyLiteral(s, after))") }
+                if let through { conditions.append("\(Self.keySQL(s)) <= \(Self.keyLiteral(s, through))") }
+                let sql = "COPY (SELECT \(plan.selectList) FROM \(table)\(conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND "))) TO STDOUT"
+                chunks.append(Chunk(stream: s, after: after, through: through, shape: plan.shape, sql: sql))
+                guard let through else { break }
+                after = through
             }
         }
-        fills.removeAll { $0.pending.isEmpty }
+        let runner = ParallelItems(items: chunks, sink: sink)
+        try runner.run(connections: Array(chunkConnections.prefix(chunks.count))) { chunk, worker in
+            worker.handed = { chunk.rows += $0 }
+            try Self.readChunk(chunk, worker, committed: committed)
+            try worker.locked {}
+        }
+        for c in chunks {
+            current.chunkFilters.append(CDCState.ChunkFilter(stream: c.stream.id, after: c.after, through: c.through, snapshot: c.snapshot!))
+            loadedRows[c.stream.id, default: 0] += c.rows
+            if let through = c.through {
+                current.backfills[c.stream.id] = CDCState.Backfill(loadedThrough: through)
+            } else {
+                current.backfills[c.stream.id] = nil
+                current.snapshotted.insert(c.stream.id)
+                log(.info, "CDC: initial load of \(c.stream.id) complete (\(loadedRows[c.stream.id] ?? 0) rows in this run)")
+            }
+        }
+        fills.removeAll { current.backfills[$0.id] == nil }
         try emitState(current)
     }
 
     /// Reads one chunk in a short transaction whose snapshot sees every transaction in `committed`
     /// (those whose commits came through the slot before the watermark).
-    private static func readChunk(_ chunk: Chunk, _ worker: ParallelItems<Chunk>.Worker, committed: [UInt32], sql: String) throws {
+    private static func readChunk(_ chunk: Chunk, _ worker: ParallelItems<Chunk>.Worker, committed: [UInt32]) throws {
         let conn = worker.conn
         var attempts = 0
         while true {
             try conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            let text = try conn.query("SELECT pg_current_snapshot()::text AS s").string(0, "s") ?? ""
-            guard let filter = snapshotFilter(text, lsn: LSN(0), streams: []) else {
-                throw SnapshotReader.ReadError(message: "CDC: unexpected snapshot text \(text)")
+            let r = try conn.query("SELECT pg_current_snapshot()::text AS s, pg_current_wal_insert_lsn()::text AS l")
+            guard let text = r.string(0, "s"), let lsn = r.string(0, "l").flatMap(LSN.init),
+                  let filter = snapshotFilter(text, lsn: lsn, streams: [chunk.stream.id]) else {
+                throw SnapshotReader.ReadError(message: "CDC: could not read a chunk's snapshot")
             }
-            if committed.allSatisfy(filter.contains(xid:)) { break }
+            if committed.allSatisfy(filter.contains(xid:)) {
+                chunk.snapshot = filter
+                break
+            }
             // A commit already in the WAL is not visible yet (it is being completed): try again.
             try conn.query("ROLLBACK")
             attempts += 1
@@ -596,7 +657,7 @@ public final class CDCReader {
             Thread.sleep(forTimeInterval: 0.005)
         }
         do {
-            try conn.copyOut(sql) { row in try worker.row(chunk.shape, row) }
+            try conn.copyOut(chunk.sql) { row in try worker.row(chunk.shape, row) }
             try conn.query("COMMIT")
         } catch {
             _ = try? conn.query("ROLLBACK")
@@ -632,7 +693,7 @@ public final class CDCReader {
     private var runStart = LSN(0)
 
     private func relation(_ stream: Stream?, _ cols: [PgOutputMessage.Column], conn: PGConnection, types: inout [UInt32: PostgresType]) throws -> Relation {
-        guard let s = stream else { return Relation(stream: nil, columns: cols, shape: nil) }
+        guard let s = stream else { return Relation(stream: nil, columns: cols, shape: nil, keyIndexes: nil) }
         let known = Dictionary(s.discovered.columns.map { ($0.name, $0.type) }, uniquingKeysWith: { a, _ in a })
         let selected = s.configured.selectedColumns.map { Set($0) }
         // Columns the catalog did not list (added since discovery) are typed as discovery types them.
@@ -646,7 +707,10 @@ public final class CDCReader {
             let emitted = selected == nil || selected!.contains(c.name) || known[c.name] == nil
             return RowShape.Column(name: c.name, encoding: type.map(ValueEncoding.init) ?? .string, type: type, emitted: emitted, isKey: c.isKey)
         }
-        return Relation(stream: s, columns: cols, shape: RowShape(stream: s.id, columns: columns))
+        let positions = Dictionary(cols.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let keyIndexes = s.keyColumns.compactMap { positions[$0.name] }
+        return Relation(stream: s, columns: cols, shape: RowShape(stream: s.id, columns: columns),
+                        keyIndexes: keyIndexes.count == s.keyColumns.count && !keyIndexes.isEmpty ? keyIndexes : nil)
     }
 
     /// Logs columns added or dropped since the previous Relation message (or, for the first one,

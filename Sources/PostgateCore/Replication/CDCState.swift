@@ -26,28 +26,69 @@ public struct CDCState: Sendable, Equatable {
     public var lsn: LSN
     public var filters: [SnapshotFilter]
     public var snapshotted: Set<StreamID>
-    /// Streams whose initial load is being read in chunks between changes: the pages read so far
-    /// (every chunk's rows went out before the state's `lsn`).
-    public var backfills: [StreamID: StreamState.Load] = [:]
+    /// Streams whose initial load is being read in key-range chunks between their changes: the
+    /// last key read (nil: none yet). Every chunk went out before the state's `lsn`.
+    public var backfills: [StreamID: Backfill] = [:]
+    /// The snapshots of recent chunks, until the slot passes them.
+    public var chunkFilters: [ChunkFilter] = []
 
-    public init(lsn: LSN, filters: [SnapshotFilter], snapshotted: Set<StreamID>, backfills: [StreamID: StreamState.Load] = [:]) {
+    /// How far a chunked initial load got.
+    public struct Backfill: Sendable, Equatable {
+        /// The primary key (values as PostgreSQL prints them) up to which rows were read.
+        public var loadedThrough: [String]?
+        public init(loadedThrough: [String]?) { self.loadedThrough = loadedThrough }
+    }
+
+    /// A chunk's snapshot: changes to keys in (`after`, `through`] of `stream` made by
+    /// transactions the snapshot saw are in the chunk's rows already, so they do not go out again.
+    public struct ChunkFilter: Sendable, Equatable {
+        public var stream: StreamID
+        /// nil: from the first key.
+        public var after: [String]?
+        /// nil: to the last key.
+        public var through: [String]?
+        public var snapshot: SnapshotFilter
+    }
+
+    public init(lsn: LSN, filters: [SnapshotFilter], snapshotted: Set<StreamID>, backfills: [StreamID: Backfill] = [:], chunkFilters: [ChunkFilter] = []) {
         self.lsn = lsn
         self.filters = filters
         self.snapshotted = snapshotted
         self.backfills = backfills
+        self.chunkFilters = chunkFilters
+    }
+
+    /// Drops the filters of snapshots taken before `lsn` (no later transaction is in them).
+    public mutating func passed(_ lsn: LSN) {
+        filters.removeAll { $0.lsn <= lsn }
+        chunkFilters.removeAll { $0.snapshot.lsn <= lsn }
     }
 
     public func globalJSON() -> JSONValue {
         var shared = JSONObject([
             ("state_type", "cdc"), ("version", 2), ("lsn", .string(lsn.description)), ("lsn_int", .number(String(lsn.value))),
         ])
+        func snapshotJSON(_ f: SnapshotFilter) -> JSONObject {
+            JSONObject([
+                ("xmin", .number(String(f.xmin))), ("xmax", .number(String(f.xmax))),
+                ("xip", .array(f.inProgress.map { .number(String($0)) })), ("lsn", .string(f.lsn.description)),
+            ])
+        }
+        func keyJSON(_ k: [String]?) -> JSONValue { k.map { .array($0.map { .string($0) }) } ?? .null }
         if !filters.isEmpty {
             shared["snapshot_filters"] = .array(filters.map { f in
-                [
-                    "xmin": .number(String(f.xmin)), "xmax": .number(String(f.xmax)),
-                    "xip": .array(f.inProgress.map { .number(String($0)) }), "lsn": .string(f.lsn.description),
-                    "streams": .array(f.streams.map { ["namespace": .string($0.namespace), "name": .string($0.name)] }),
-                ]
+                var o = snapshotJSON(f)
+                o["streams"] = .array(f.streams.map { ["namespace": .string($0.namespace), "name": .string($0.name)] })
+                return .object(o)
+            })
+        }
+        if !chunkFilters.isEmpty {
+            shared["chunk_filters"] = .array(chunkFilters.map { f in
+                var o = snapshotJSON(f.snapshot)
+                o["stream"] = ["namespace": .string(f.stream.namespace), "name": .string(f.stream.name)]
+                o["after"] = keyJSON(f.after)
+                o["through"] = keyJSON(f.through)
+                return .object(o)
             })
         }
         var streamStates: [JSONValue] = snapshotted.sorted().map { id in
@@ -57,12 +98,10 @@ public struct CDCState: Sendable, Equatable {
             ]
         }
         for id in backfills.keys.sorted() where !snapshotted.contains(id) {
-            // The chunked load's progress, in the fields of a ctid state.
-            var o = JSONObject([("state_type", "cdc_stream"), ("version", 2), ("status", "snapshot_in_progress")])
-            if case .object(let load) = StreamState.load(backfills[id]!).json {
-                for (k, v) in load.entries where k != "state_type" && k != "version" && k != "snapshot_xmin" { o[k] = v }
-            }
-            streamStates.append(["stream_descriptor": ["namespace": .string(id.namespace), "name": .string(id.name)], "stream_state": .object(o)])
+            streamStates.append([
+                "stream_descriptor": ["namespace": .string(id.namespace), "name": .string(id.name)],
+                "stream_state": ["state_type": "cdc_stream", "version": 2, "status": "snapshot_in_progress", "loaded_through": keyJSON(backfills[id]!.loadedThrough)],
+            ])
         }
         return ["type": "GLOBAL", "global": ["shared_state": .object(shared), "stream_states": .array(streamStates)]]
     }
@@ -91,19 +130,7 @@ public struct CDCState: Sendable, Equatable {
         guard list == .null || list.arrayValue != nil else { throw shared.fail("snapshot_filters", "expected an array") }
         for (k, f) in (list.arrayValue ?? []).enumerated() {
             let ff = StateFields(f, file: file, path: "\(shared.path).snapshot_filters[\(k)]")
-            // xids are 64-bit with the epoch on top; PostgreSQL's never reach 2^63.
-            let limit = UInt64(Int64.max)
-            guard let xmin = try ff.unsigned("xmin", max: limit) else { throw ff.fail("xmin", "is required") }
-            guard let xmax = try ff.unsigned("xmax", max: limit) else { throw ff.fail("xmax", "is required") }
-            guard xmin <= xmax else { throw ff.fail("xmin", "\(xmin) is above xmax \(xmax)") }
-            guard let lt = try ff.string("lsn"), let l = LSN(lt) else { throw ff.fail("lsn", "expected an LSN such as \"0/16B3748\"") }
-            var xip: [UInt64] = []
-            for (j, x) in (f["xip"]?.arrayValue ?? []).enumerated() {
-                guard case .number(let t) = x, let v = UInt64(t), v >= xmin, v < xmax else {
-                    throw ff.fail("xip[\(j)]", "expected a transaction id from xmin \(xmin) up to xmax \(xmax)")
-                }
-                xip.append(v)
-            }
+            var snap = try parseSnapshot(f, file: file, path: ff.path)
             var streams: [StreamID] = []
             for (j, sv) in (f["streams"]?.arrayValue ?? []).enumerated() {
                 let id: StreamID?
@@ -115,10 +142,11 @@ public struct CDCState: Sendable, Equatable {
                 guard let id else { throw ff.fail("streams[\(j)]", "expected {\"namespace\": ..., \"name\": ...}") }
                 streams.append(id)
             }
-            filters.append(SnapshotFilter(xmin: xmin, xmax: xmax, inProgress: xip, lsn: l, streams: streams))
+            snap.streams = streams
+            filters.append(snap)
         }
         var done: Set<StreamID> = []
-        var backfills: [StreamID: StreamState.Load] = [:]
+        var backfills: [StreamID: Backfill] = [:]
         for (k, s) in (g["stream_states"]?.arrayValue ?? []).enumerated() {
             guard let name = s["stream_descriptor"]?["name"]?.stringValue, !name.isEmpty else {
                 throw InputError(file: file, path: "\(path).stream_states[\(k)].stream_descriptor.name", reason: "is required")
@@ -129,16 +157,59 @@ public struct CDCState: Sendable, Equatable {
             case "snapshot_complete"?:
                 done.insert(id)
             case "snapshot_in_progress"?:
-                var load = s["stream_state"] ?? .null
-                if case .object(var o) = load { o["state_type"] = "ctid"; load = .object(o) }
-                guard case .load(let l) = try StreamState.parse(load, file: file, path: "\(path).stream_states[\(k)].stream_state") else {
-                    throw InputError(file: file, path: "\(path).stream_states[\(k)].stream_state", reason: "expected the chunked load's progress")
-                }
-                backfills[id] = l
+                let at = "\(path).stream_states[\(k)].stream_state.loaded_through"
+                backfills[id] = Backfill(loadedThrough: try parseKey(s["stream_state"]?["loaded_through"], file: file, path: at))
             default:
                 break
             }
         }
-        return CDCState(lsn: lsn, filters: filters, snapshotted: done, backfills: backfills)
+        var chunkFilters: [ChunkFilter] = []
+        let chunks = shared.value["chunk_filters"] ?? .null
+        guard chunks == .null || chunks.arrayValue != nil else { throw shared.fail("chunk_filters", "expected an array") }
+        for (k, f) in (chunks.arrayValue ?? []).enumerated() {
+            let at = "\(shared.path).chunk_filters[\(k)]"
+            let snap = try parseSnapshot(f, file: file, path: at)
+            guard let ns = f["stream"]?["namespace"]?.stringValue, let name = f["stream"]?["name"]?.stringValue else {
+                throw InputError(file: file, path: "\(at).stream", reason: "expected {\"namespace\": ..., \"name\": ...}")
+            }
+            chunkFilters.append(ChunkFilter(stream: StreamID(namespace: ns, name: name), after: try parseKey(f["after"], file: file, path: "\(at).after"),
+                                            through: try parseKey(f["through"], file: file, path: "\(at).through"), snapshot: snap))
+        }
+        return CDCState(lsn: lsn, filters: filters, snapshotted: done, backfills: backfills, chunkFilters: chunkFilters)
+    }
+
+    /// A primary key's values (strings), or null.
+    static func parseKey(_ v: JSONValue?, file: String, path: String) throws(InputError) -> [String]? {
+        switch v {
+        case nil, .null?: return nil
+        case .array(let a)? where !a.isEmpty:
+            var key: [String] = []
+            for x in a {
+                guard case .string(let t) = x else { throw InputError(file: file, path: path, reason: "expected the key's values as strings") }
+                key.append(t)
+            }
+            return key
+        default:
+            throw InputError(file: file, path: path, reason: "expected an array of the key's values (strings) or null")
+        }
+    }
+
+    /// The visibility fields of one snapshot (xmin, xmax, xip, lsn).
+    static func parseSnapshot(_ f: JSONValue, file: String, path: String) throws(InputError) -> SnapshotFilter {
+        let ff = StateFields(f, file: file, path: path)
+        // xids are 64-bit with the epoch on top; PostgreSQL's never reach 2^63.
+        let limit = UInt64(Int64.max)
+        guard let xmin = try ff.unsigned("xmin", max: limit) else { throw ff.fail("xmin", "is required") }
+        guard let xmax = try ff.unsigned("xmax", max: limit) else { throw ff.fail("xmax", "is required") }
+        guard xmin <= xmax else { throw ff.fail("xmin", "\(xmin) is above xmax \(xmax)") }
+        guard let lt = try ff.string("lsn"), let l = LSN(lt) else { throw ff.fail("lsn", "expected an LSN such as \"0/16B3748\"") }
+        var xip: [UInt64] = []
+        for (j, x) in (f["xip"]?.arrayValue ?? []).enumerated() {
+            guard case .number(let t) = x, let v = UInt64(t), v >= xmin, v < xmax else {
+                throw ff.fail("xip[\(j)]", "expected a transaction id from xmin \(xmin) up to xmax \(xmax)")
+            }
+            xip.append(v)
+        }
+        return SnapshotFilter(xmin: xmin, xmax: xmax, inProgress: xip, lsn: l, streams: [])
     }
 }

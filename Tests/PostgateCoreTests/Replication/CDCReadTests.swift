@@ -56,7 +56,7 @@ extension ReadOutput {
         try c.f.admin.query("INSERT INTO \(s).a SELECT g, 'a' || g FROM generate_series(1, 10) g; INSERT INTO \(s).b VALUES (1, 1.50, '2026-01-01 00:00:00+00')")
         let (r1, first) = try c.read(["a", "b"])
         #expect(r1.status == 0, "\(r1.stderr)")
-        #expect(Set(first.ids("a")) == Set(1...10) && first.ids("b") == [1])
+        #expect(Set(first.ids("a")) == Set(1...10) && first.ids("b") == [1], "\(first.ids("a")) \(first.ids("b")) \(r1.stderr)")
         #expect(first.records.allSatisfy { $0["_ab_cdc_lsn"]?.int64Value != nil && $0["_ab_cdc_deleted_at"] == .null })
         #expect(first.globalState?["shared_state"]?["state_type"] == "cdc")
 
