@@ -142,6 +142,15 @@ public final class CDCReader {
         }
     }
 
+    /// Writes a non-transactional logical message and has the WAL flushed past it: the slot sends
+    /// only flushed WAL, and PostgreSQL 15 does not flush such a message by itself (it would wait
+    /// for the WAL writer, up to `wal_writer_delay`). Its transaction takes an xid and commits
+    /// synchronously whatever the server's `synchronous_commit`, so the commit flushes; it has no
+    /// changes, so the slot sends nothing for it.
+    static func writeMessage(_ conn: PGConnection, prefix: String, id: String) throws {
+        try conn.query("BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_logical_emit_message(false, \(PGConnection.quoteLiteral(prefix)), \(PGConnection.quoteLiteral(id))), pg_current_xact_id(); COMMIT")
+    }
+
     /// A snapshot's visibility (`pg_current_snapshot()` text) as a filter for `streams`.
     static func snapshotFilter(_ text: String, lsn: LSN, streams: [StreamID]) -> CDCState.SnapshotFilter? {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
@@ -234,7 +243,7 @@ public final class CDCReader {
         /// Ends a run that does not follow: everything committed before the marker is read.
         func sendMarker() throws {
             guard !follow, !markerSent else { return }
-            _ = try conn.query("SELECT pg_logical_emit_message(false, $1, $2)", [Self.markerPrefix, markerID])
+            try Self.writeMessage(conn, prefix: Self.markerPrefix, id: markerID)
             markerSent = true
         }
         var fills = streams.filter { current.backfills[$0.id] != nil }
@@ -266,7 +275,7 @@ public final class CDCReader {
                 return
             }
             let id = UUID().uuidString
-            _ = try conn.query("SELECT pg_logical_emit_message(false, $1, $2)", [Self.watermarkPrefix, id])
+            try Self.writeMessage(conn, prefix: Self.watermarkPrefix, id: id)
             watermark = id
         }
         if fills.isEmpty { try sendMarker() } else { try scheduleChunks() }
@@ -563,10 +572,13 @@ public final class CDCReader {
 
     /// The key `batch_fetch_limit` rows after `after` in key order (nil: fewer rows are left).
     private func boundary(_ s: Stream, after: [String]?, conn: PGConnection, table: String) throws -> [String]? {
-        let where_ = after.map { "WHERE \(Self.keySQL(s)) > \(Self.keyLiteral(s, $0))" } ?? ""
-        let order = s.keyColumns.map { PGConnection.quoteIdentifier($0.name) }.joined(separator: ", ")
-        let select = s.keyColumns.map { "\(PGConnection.quoteIdentifier($0.name))::text" }.joined(separator: ", ")
-        let r = try conn.query("SELECT \(select) FROM \(table) \(where_) ORDER BY \(order) OFFSET \(config.batchFetchLimit - 1) LIMIT 1")
+        // The columns are qualified by the table's alias, so ORDER BY compares values, not the
+        // text the select list makes of them.
+        let cols = s.keyColumns.map { "_postgate_src." + PGConnection.quoteIdentifier($0.name) }
+        let key = cols.count == 1 ? cols[0] : "(" + cols.joined(separator: ", ") + ")"
+        let where_ = after.map { " WHERE \(key) > \(Self.keyLiteral(s, $0))" } ?? ""
+        let select = cols.map { "\($0)::text" }.joined(separator: ", ")
+        let r = try conn.query("SELECT \(select) FROM \(table) AS _postgate_src\(where_) ORDER BY \(cols.joined(separator: ", ")) OFFSET \(config.batchFetchLimit - 1) LIMIT 1")
         guard r.rowCount == 1 else { return nil }
         return try (0..<s.keyColumns.count).map { i in
             guard let v = r.string(0, i) else { throw SnapshotReader.ReadError(message: "CDC: \(s.id): a primary key value is null") }
@@ -595,20 +607,24 @@ public final class CDCReader {
         let stamp = RowShape.CDCStamp(lsn: current.lsn, time: try Self.now(conn))
         let reader = SnapshotReader(conn: conn, config: config, sink: sink, logger: logger)
         var chunks: [Chunk] = []
-        for s in fills {
-            guard chunks.count < chunkConnections.count, let fill = current.backfills[s.id] else { continue }
-            let plan = try reader.makePlan(s.configured, s.discovered, tracking: nil, stamp: stamp)
-            let table = reader.qualified(s.discovered)
-            var after = fill.loadedThrough
-            while chunks.count < chunkConnections.count {
+        // Streams take turns, so a small table's load is not held up behind a large one.
+        var cursors: [(Stream, plan: SnapshotReader.Plan, table: String, after: [String]?)] = []
+        for s in fills.prefix(chunkConnections.count) {
+            guard let fill = current.backfills[s.id] else { continue }
+            cursors.append((s, try reader.makePlan(s.configured, s.discovered, tracking: nil, stamp: stamp), reader.qualified(s.discovered), fill.loadedThrough))
+        }
+        var open = Array(cursors.indices)
+        while chunks.count < chunkConnections.count, !open.isEmpty {
+            for i in open where chunks.count < chunkConnections.count {
+                let (s, plan, table, after) = cursors[i]
                 let through = try boundary(s, after: after, conn: conn, table: table)
                 var conditions: [String] = []
                 if let after { conditions.append("\(Self.keySQL(s)) > \(Self.keyLiteral(s, after))") }
                 if let through { conditions.append("\(Self.keySQL(s)) <= \(Self.keyLiteral(s, through))") }
                 let sql = "COPY (SELECT \(plan.selectList) FROM \(table)\(conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND "))) TO STDOUT"
                 chunks.append(Chunk(stream: s, after: after, through: through, shape: plan.shape, sql: sql))
-                guard let through else { break }
-                after = through
+                cursors[i].after = through
+                if through == nil { open.removeAll { $0 == i } }
             }
         }
         let runner = ParallelItems(items: chunks, sink: sink)
@@ -628,6 +644,9 @@ public final class CDCReader {
                 log(.info, "CDC: initial load of \(c.stream.id) complete (\(loadedRows[c.stream.id] ?? 0) rows in this run)")
             }
         }
+        // The streams that had no turn go first next time.
+        let used = min(cursors.count, fills.count)
+        fills = Array(fills.dropFirst(used) + fills.prefix(used))
         fills.removeAll { current.backfills[$0.id] == nil }
         try emitState(current)
     }
