@@ -114,7 +114,18 @@ public final class CDCReader {
 
         // 1. Initial loads. Tables with a primary key are read in chunks between changes (see
         // `readChunks`); the others in one snapshot whose visibility filters their changes.
-        for s in all where current.backfills[s.id] != nil && s.keyOrder == nil { current.backfills[s.id] = nil }
+        for s in all {
+            guard let fill = current.backfills[s.id] else { continue }
+            if let through = fill.loadedThrough, !(s.keyOrder?.valid(through) ?? false) {
+                // The key changed since (or the state was edited): the rows already loaded are
+                // keyed, so loading the stream again from its start only rewrites them.
+                log(.warning, "CDC: the saved progress of \(s.id)'s initial load does not fit its primary key (\(s.discovered.primaryKey.joined(separator: ", "))); its load starts over")
+                current.backfills[s.id] = s.keyOrder == nil ? nil : CDCState.Backfill(loadedThrough: nil)
+                current.chunkFilters.removeAll { $0.stream == s.id }
+            } else if s.keyOrder == nil {
+                current.backfills[s.id] = nil
+            }
+        }
         let need = all.filter { !current.snapshotted.contains($0.id) && current.backfills[$0.id] == nil }
         for s in need where s.keyOrder != nil { current.backfills[s.id] = CDCState.Backfill(loadedThrough: nil) }
         let whole = need.filter { $0.keyOrder == nil }

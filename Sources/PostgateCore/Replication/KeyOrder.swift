@@ -1,3 +1,5 @@
+import Foundation
+
 /// The order of a primary key whose every column is an integer or a uuid: for these types the
 /// text PostgreSQL prints compares here exactly as the server orders the values, so a change's
 /// key can be placed against a chunk's bounds without asking the server.
@@ -17,6 +19,18 @@ public struct KeyOrder: Sendable {
         }
         guard !kinds.isEmpty else { return nil }
         self.kinds = kinds
+    }
+
+    /// True when `key` has one value per column, each as PostgreSQL prints the column's type.
+    public func valid(_ key: [String]) -> Bool {
+        guard key.count == kinds.count else { return false }
+        for (kind, v) in zip(kinds, key) {
+            switch kind {
+            case .integer: if Int64(v) == nil { return false }
+            case .uuid: if UUID(uuidString: v) == nil { return false }
+            }
+        }
+        return true
     }
 
     /// True when key `a` sorts before key `b`.

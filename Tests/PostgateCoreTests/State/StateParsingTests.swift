@@ -27,6 +27,11 @@ import Testing
         (#"{"lsn":"0/10","snapshot_filters":[{"xmin":1.5,"xmax":10,"lsn":"0/10"}]}"#, "[0].state.global.shared_state.snapshot_filters[0].xmin"),
         (#"{"lsn":"0/10","snapshot_filters":[{"xmin":1,"xmax":10,"lsn":"-1/0"}]}"#, "[0].state.global.shared_state.snapshot_filters[0].lsn"),
         (#"{"lsn":"0/10","snapshot_filters":[{"xmin":1,"xmax":10,"lsn":"0/10","streams":[7]}]}"#, "[0].state.global.shared_state.snapshot_filters[0].streams[0]"),
+        (#"{"lsn":"0/10","chunk_filters":3}"#, "[0].state.global.shared_state.chunk_filters"),
+        (#"{"lsn":"0/10","chunk_filters":[{"xmin":1,"xmax":10,"lsn":"0/10"}]}"#, "[0].state.global.shared_state.chunk_filters[0].stream"),
+        (#"{"lsn":"0/10","chunk_filters":[{"xmin":1,"xmax":10,"lsn":"0/10","stream":{"namespace":"s","name":"t"},"through":[5]}]}"#, "[0].state.global.shared_state.chunk_filters[0].through"),
+        (#"{"lsn":"0/10","chunk_filters":[{"xmin":1,"xmax":10,"lsn":"0/10","stream":{"namespace":"s","name":"t"},"after":"5"}]}"#, "[0].state.global.shared_state.chunk_filters[0].after"),
+        (#"{"lsn":"0/10","chunk_filters":[{"xmin":12,"xmax":10,"lsn":"0/10","stream":{"namespace":"s","name":"t"}}]}"#, "[0].state.global.shared_state.chunk_filters[0].xmin"),
         (#"{"lsn":"FF/ZZ"}"#, "[0].state.global.shared_state.lsn"),
         (#"{"lsn":"100000000/0"}"#, "[0].state.global.shared_state.lsn"),
     ])
@@ -46,6 +51,12 @@ import Testing
         (#"{"state_type":"xmin","xmin_xid_value":8589934592,"num_wraparound":0}"#, "[0].stream.stream_state.xmin_xid_value"),
         (#"{"state_type":"xmin","xmin_xid_value":5,"num_wraparound":-1}"#, "[0].stream.stream_state.num_wraparound"),
         (#"{"state_type":7}"#, "[0].stream.stream_state.state_type"),
+        (#"{"state_type":"ctid","ctid":"(10,0)","relation_filenode":1,"done_ranges":[[20,15]]}"#, "[0].stream.stream_state.done_ranges[0]"),
+        (#"{"state_type":"ctid","ctid":"(10,0)","relation_filenode":1,"done_ranges":[[5,15]]}"#, "[0].stream.stream_state.done_ranges[0]"),
+        (#"{"state_type":"ctid","ctid":"(10,0)","relation_filenode":1,"done_ranges":{}}"#, "[0].stream.stream_state.done_ranges"),
+        (#"{"state_type":"ctid","ctid":"(0,0)","relation_filenode":1,"partitions":"p1"}"#, "[0].stream.stream_state.partitions"),
+        (#"{"state_type":"ctid","ctid":"(0,0)","relation_filenode":1,"partitions":[{"oid":0,"ctid":"(0,0)"}]}"#, "[0].stream.stream_state.partitions[0].oid"),
+        (#"{"state_type":"ctid","ctid":"(0,0)","relation_filenode":1,"partitions":[{"oid":7,"ctid":"(x)"}]}"#, "[0].stream.stream_state.partitions[0].ctid"),
     ])
     func streamStateFieldsAreRangeChecked(state: String, path: String) {
         #expect(Self.failure { _ = try InputState.parse(Self.stream(state), file: "s.json") } == path)
@@ -75,6 +86,40 @@ import Testing
         #expect(s[StreamID(namespace: "s", name: "t")] == .incremental(.xmin(.init(raw: 2 << 32 | 5))))
         #expect(try InputState.parse(Array("[]".utf8), file: "s.json").isEmpty)
         #expect(try CDCState.parse(Array("[]".utf8), file: "s.json") == nil)
+    }
+
+    /// The progress of chunked loads survives a round trip: CDC key ranges and their snapshots,
+    /// page ranges finished out of order, and per-partition progress.
+    @Test func chunkedLoadProgressRoundTrips() throws {
+        let a = StreamID(namespace: "s", name: "a"), b = StreamID(namespace: "s.x", name: "b")
+        let snap = CDCState.SnapshotFilter(xmin: 5, xmax: 9, inProgress: [6], lsn: LSN(0x90), streams: [])
+        var state = CDCState(lsn: LSN(0xA0), filters: [], snapshotted: [a])
+        state.backfills[b] = CDCState.Backfill(loadedThrough: ["42", "7f0e0b6e-0d2c-4c1b-9b57-0d9b8f7c2a11"])
+        state.chunkFilters = [CDCState.ChunkFilter(stream: b, after: nil, through: ["42", "7f0e0b6e-0d2c-4c1b-9b57-0d9b8f7c2a11"], snapshot: snap),
+                              CDCState.ChunkFilter(stream: b, after: ["42", "7f0e0b6e-0d2c-4c1b-9b57-0d9b8f7c2a11"], through: nil, snapshot: snap)]
+        let text = JSONValue.array([["type": "STATE", "state": state.globalJSON()]]).jsonText
+        #expect(try CDCState.parse(Array(text.utf8), file: "s.json") == state)
+        var fresh = state
+        fresh.backfills[b] = CDCState.Backfill(loadedThrough: nil)
+        let freshText = JSONValue.array([["type": "STATE", "state": fresh.globalJSON()]]).jsonText
+        #expect(try CDCState.parse(Array(freshText.utf8), file: "s.json") == fresh, "a load that has read no chunk yet")
+
+        let load = StreamState.Load(progress: PageProgress(below: 10, ranges: [20..<30]), partitions: [7: PageProgress(below: 3), 9: PageProgress(below: 0, ranges: [4..<8])],
+                                    relationFilenode: 1 << 40, incremental: nil, xminLowerBound: nil, snapshotXmin: 12)
+        let stream = #"[{"type":"STREAM","stream":{"stream_descriptor":{"namespace":"s","name":"t"},"stream_state":\#(StreamState.load(load).json.jsonText)}}]"#
+        #expect(try InputState.parse(Array(stream.utf8), file: "s.json")[StreamID(namespace: "s", name: "t")] == .load(load))
+    }
+
+    @Test func keysCompareInTheServersOrder() throws {
+        func type(_ name: String) -> PostgresType { PostgresType(name: name, kind: "b", category: "N", declared: name) }
+        let ints = try #require(KeyOrder([type("int8"), type("int4")]))
+        #expect(ints.less(["9", "5"], ["10", "0"]), "numbers, not text")
+        #expect(ints.less(["-10", "0"], ["-9", "0"]) && ints.less(["1", "2"], ["1", "3"]) && !ints.less(["1", "3"], ["1", "3"]))
+        #expect(ints.contains(["10", "0"], after: ["9", "5"], through: ["10", "0"]) && !ints.contains(["9", "5"], after: ["9", "5"], through: nil))
+        let uuids = try #require(KeyOrder([type("uuid")]))
+        #expect(uuids.less(["0000000a-0000-0000-0000-000000000000"], ["0000000B-0000-0000-0000-000000000000"]))
+        #expect(KeyOrder([type("text")]) == nil && KeyOrder([]) == nil, "text keys depend on collations: no chunks")
+        #expect(ints.valid(["1", "2"]) && !ints.valid(["1"]) && !ints.valid(["x", "2"]) && !uuids.valid(["not-a-uuid"]))
     }
 
     @Test(arguments: ["", " \n\t\n"])
