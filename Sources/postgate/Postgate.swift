@@ -114,8 +114,8 @@ struct Read: ParsableCommand {
     func run() throws {
         let logger = Logger(label: "postgate.read")
         let config = try options.load(logger: logger)
-        let streams = try ConfiguredCatalog.parse(try InputFile.json(catalog), file: catalog)
-        let saved = try state.map { try SavedState.parse(try InputFile.bytes($0), file: $0) } ?? SavedState()
+        let streams = try ConfiguredCatalog.parse(try InputFile.json(catalog, logger: logger), file: catalog)
+        let saved = try state.map { try SavedState.parse(try InputFile.bytes($0), file: $0, duplicate: { logger.debug("\($0)") }) } ?? SavedState()
         try SourceDriver.read(config: config, catalog: streams, states: saved, stateOrigin: state.map { "state file \($0)" }, logger: logger)
     }
 }
@@ -129,9 +129,12 @@ enum InputFile {
         return [UInt8](data)
     }
 
-    static func json(_ path: String) throws -> JSONValue {
+    /// A catalog written by another client; a key given twice takes its last value (logged).
+    static func json(_ path: String, logger: Logger) throws -> JSONValue {
         do {
-            return try JSONParser.parse(try bytes(path))
+            return try JSONParser.parse(try bytes(path), duplicateKeys: .lastWins { key, offset in
+                logger.debug("\(path): key \"\(key)\" appears twice in one object (byte \(offset)); the last one is used")
+            })
         } catch let e as JSONSyntaxError {
             throw ConfigError.syntax(file: path, e)
         }
@@ -203,7 +206,7 @@ struct Sync: ParsableCommand {
     func run() throws {
         let logger = Logger(label: "postgate.sync")
         let config = try options.load(logger: logger)
-        let streams = try catalog.map { try ConfiguredCatalog.parse(try InputFile.json($0), file: $0) }
+        let streams = try catalog.map { try ConfiguredCatalog.parse(try InputFile.json($0, logger: logger), file: $0) }
         let engine = SyncEngine(config: config, options: SyncOptions(destination: destination, catalog: streams, stateFile: stateFile, follow: follow), logger: logger)
         let progress = try engine.run()
         FileHandle.standardError.write(Data((progress.summary() + "\n").utf8))

@@ -141,6 +141,17 @@ public enum Discovery {
 }
 
 extension DiscoveredStream {
+    /// Column names that say "last modified", in order of preference.
+    static let cursorNames = ["updated_at", "modified_at", "last_modified", "last_modified_at", "updated", "modified", "changed_at", "last_updated"]
+
+    /// The column a cursor-based incremental read uses when the catalog names none: one whose name
+    /// says it is a last-modified time and whose type orders (a timestamp, date or integer); nil
+    /// when no column is evident.
+    public var evidentCursor: Column? {
+        let candidates = columns.filter { [.timestampWithTimeZone, .timestampWithoutTimeZone, .date, .integer].contains($0.kind) }
+        return Self.cursorNames.lazy.compactMap { n in candidates.first { $0.name.lowercased() == n } }.first
+    }
+
     /// The Airbyte stream object for a catalog, for the given replication method.
     public func airbyteStream(method: ReplicationMethod) -> JSONValue {
         var properties = JSONObject()
@@ -152,6 +163,7 @@ extension DiscoveredStream {
         switch method {
         case .standard:
             syncModes.append("incremental")
+            if let c = evidentCursor { defaultCursor = [.string(c.name)] }
         case .xmin:
             if isTableLike {
                 syncModes.append("incremental")

@@ -56,7 +56,7 @@ public enum JSONKind: Sendable, Equatable {
         case .timestamptz: self = .timestampWithTimeZone
         case .time: self = .timeWithoutTimeZone
         case .timetz: self = .timeWithTimeZone
-        case .string, .plain, .bytea: self = .string
+        case .string, .plain, .bytea, .hstore: self = .string
         case .array(let element, _): self = .array(JSONKind(element))
         }
     }

@@ -28,6 +28,9 @@ public indirect enum ValueEncoding: Sendable, Equatable {
     case timetz
     /// A Postgres array literal whose elements use `element`; `delimiter` is the type's typdelim.
     case array(element: ValueEncoding, delimiter: UInt8)
+    /// hstore: a JSON string holding the JSON object of its pairs (`{"k":"v"}`), as Airbyte's
+    /// Postgres source emits it.
+    case hstore
 
     /// The encoding of a catalog type.
     public init(_ t: PostgresType) {
@@ -47,6 +50,7 @@ public indirect enum ValueEncoding: Sendable, Equatable {
         case "timestamptz": self = .timestamptz
         case "time": self = .time
         case "timetz": self = .timetz
+        case "hstore": self = .hstore
         default: self = .string
         }
     }
@@ -77,7 +81,17 @@ extension ValueEncoding {
         case .string:
             JSONBytes.appendString(v, to: &out)
             return true
-        case .plain, .date:
+        case .date:
+            // infinity / -infinity have no date form: null, noted like NaN.
+            if ValueText.isInfinity(v) {
+                appendNull(&out)
+                return false
+            }
+            out.append(0x22)
+            out.append(v)
+            out.append(0x22)
+            return true
+        case .plain:
             out.append(0x22)
             out.append(v)
             out.append(0x22)
@@ -85,12 +99,15 @@ extension ValueEncoding {
         case .bytea:
             ValueText.appendBytea(v, to: &out)
             return true
-        case .timestamp:
-            ValueText.appendTimestamp(v, zoned: false, to: &out)
+        case .timestamp, .timestamptz:
+            if ValueText.isInfinity(v) {
+                appendNull(&out)
+                return false
+            }
+            ValueText.appendTimestamp(v, zoned: self == .timestamptz, to: &out)
             return true
-        case .timestamptz:
-            ValueText.appendTimestamp(v, zoned: true, to: &out)
-            return true
+        case .hstore:
+            return ValueText.appendHstore(v, to: &out)
         case .time:
             ValueText.appendTime(v, zoned: false, to: &out)
             return true
@@ -120,6 +137,67 @@ extension ValueEncoding {
 /// Normalisers for date/time and money text.
 public enum ValueText {
     @inlinable static func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
+
+    /// `infinity` or `-infinity` (dates and timestamps).
+    @inlinable static func isInfinity(_ v: UnsafeRawBufferPointer) -> Bool {
+        guard let f = v.first else { return false }
+        return f == UInt8(ascii: "i") || (f == UInt8(ascii: "-") && v.count > 1 && v[1] == UInt8(ascii: "i"))
+    }
+
+    /// hstore text (`"k"=>"v", "n"=>NULL`, backslash escapes inside quotes) → the JSON string of
+    /// `{"k":"v","n":null}`. Text that is not hstore output becomes null (returns false).
+    @usableFromInline
+    static func appendHstore(_ v: UnsafeRawBufferPointer, to out: inout ByteBuffer) -> Bool {
+        var obj = ByteBuffer(capacity: v.count + 16)
+        defer { obj.deallocate() }
+        obj.append(UInt8(ascii: "{"))
+        var i = 0
+        /// Reads a quoted item into `item`; false when the text is not a quoted string.
+        func quoted(_ item: inout [UInt8]) -> Bool {
+            guard i < v.count, v[i] == 0x22 else { return false }
+            i += 1
+            while i < v.count, v[i] != 0x22 {
+                if v[i] == 0x5C, i + 1 < v.count { i += 1 }
+                item.append(v[i])
+                i += 1
+            }
+            guard i < v.count else { return false }
+            i += 1
+            return true
+        }
+        func skipSpaces() { while i < v.count, v[i] == 0x20 { i += 1 } }
+        var first = true
+        skipSpaces()
+        while i < v.count {
+            var key: [UInt8] = []
+            guard quoted(&key) else { out.append("null"); return false }
+            skipSpaces()
+            guard i + 1 < v.count, v[i] == UInt8(ascii: "="), v[i + 1] == UInt8(ascii: ">") else { out.append("null"); return false }
+            i += 2
+            skipSpaces()
+            if !first { obj.append(UInt8(ascii: ",")) }
+            first = false
+            key.withUnsafeBytes { JSONBytes.appendString($0, to: &obj) }
+            obj.append(UInt8(ascii: ":"))
+            if i + 4 <= v.count, v[i] == UInt8(ascii: "N"), v[i + 1] == UInt8(ascii: "U"), v[i + 2] == UInt8(ascii: "L"), v[i + 3] == UInt8(ascii: "L") {
+                obj.append("null")
+                i += 4
+            } else {
+                var value: [UInt8] = []
+                guard quoted(&value) else { out.append("null"); return false }
+                value.withUnsafeBytes { JSONBytes.appendString($0, to: &obj) }
+            }
+            skipSpaces()
+            if i < v.count {
+                guard v[i] == UInt8(ascii: ",") else { out.append("null"); return false }
+                i += 1
+                skipSpaces()
+            }
+        }
+        obj.append(UInt8(ascii: "}"))
+        JSONBytes.appendString(obj.bytes, to: &out)
+        return true
+    }
 
     /// `2024-01-02 03:04:05.5+00 BC` → `"2024-01-02T03:04:05.500000Z BC"`.
     @usableFromInline

@@ -12,11 +12,28 @@ public struct JSONParser {
     private let bytes: [UInt8]
     private var i = 0
     private var depth = 0
+    private var duplicateKeys = DuplicateKeys.reject
     private static let maxDepth = 512
+
+    /// What to do with a key that appears twice in one object.
+    public enum DuplicateKeys {
+        /// An error at the second occurrence (config files: which `password` was meant?).
+        case reject
+        /// The last occurrence wins, as mainstream readers do (state and catalogs written by
+        /// other clients, e.g. PyAirbyte's state with `"global_"` twice); `found` is told each
+        /// duplicate's key and byte offset.
+        case lastWins(found: (String, Int) -> Void)
+    }
 
     /// Parses one JSON document; trailing whitespace is allowed, anything else is an error.
     public static func parse(_ bytes: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
+        try parse(bytes, duplicateKeys: .reject)
+    }
+
+    /// Parses one JSON document with the given treatment of duplicate keys.
+    public static func parse(_ bytes: [UInt8], duplicateKeys: DuplicateKeys) throws(JSONSyntaxError) -> JSONValue {
         var p = JSONParser(bytes: bytes)
+        p.duplicateKeys = duplicateKeys
         p.skipWhitespace()
         let value = try p.parseValue()
         p.skipWhitespace()
@@ -98,7 +115,12 @@ public struct JSONParser {
             i += 1
             skipWhitespace()
             let value = try parseValue()
-            if object[key] != nil { throw error("duplicate key \"\(key)\"") }
+            if object[key] != nil {
+                switch duplicateKeys {
+                case .reject: throw error("duplicate key \"\(key)\"")
+                case .lastWins(let found): found(key, i)
+                }
+            }
             object[key] = value
             skipWhitespace()
             guard i < bytes.count else { throw error("unexpected end of input, expected ',' or '}'") }

@@ -78,8 +78,9 @@ public final class SourceDriver {
         defer { factory.close() }
         do {
             let conn = try factory.connect()
-            let discovered = try Discovery.discover(conn, schemas: Array(Set(catalog.map(\.namespace))).sorted())
-            let streams = try resolve(catalog, discovered: discovered, config: config, states: states)
+            let discovered = try Discovery.discover(conn, schemas: ConfiguredCatalog.schemas(catalog, configured: config.schemas))
+            let named = try ConfiguredCatalog.resolveNamespaces(catalog, discovered: discovered)
+            let streams = try resolve(named, discovered: discovered, config: config, states: states)
             let driver = SourceDriver(config: config, factory: factory, logger: logger)
             if let stateOrigin { driver.stateOrigin = stateOrigin }
             try driver.run(conn: conn, streams: streams, cdcState: states.cdc, sink: AirbyteSink(out: OutputSink()))

@@ -25,7 +25,9 @@ public final class RecordEncoder {
 
     /// Per-column dispatch codes, so the hot loop never touches an indirect enum.
     enum Kind: UInt8 {
-        case integer, number, money, boolean, string, plain, bytea, timestamp, timestamptz, time, timetz, array
+        case integer, number, money, boolean, string, plain, date, bytea, timestamp, timestamptz, time, timetz
+        /// Written by the column's `ValueEncoding` itself (arrays, hstore).
+        case delegated
     }
 
     let count: Int
@@ -73,7 +75,7 @@ public final class RecordEncoder {
             keyLengths[i] = keys.count - start
             emitted[i] = c.emitted
             kinds[i] = Self.kind(c.encoding)
-            if case .array = c.encoding { arrays[i] = c.encoding }
+            if Self.kind(c.encoding) == .delegated { arrays[i] = c.encoding }
         }
         suffix = .allocate(capacity: 64)
         suffixLength = .allocate(capacity: 1)
@@ -117,13 +119,14 @@ public final class RecordEncoder {
         case .money: return .money
         case .boolean: return .boolean
         case .string: return .string
-        case .plain, .date: return .plain
+        case .plain: return .plain
+        case .date: return .date
         case .bytea: return .bytea
         case .timestamp: return .timestamp
         case .timestamptz: return .timestamptz
         case .time: return .time
         case .timetz: return .timetz
-        case .array: return .array
+        case .array, .hstore: return .delegated
         }
     }
 
@@ -225,17 +228,19 @@ public final class RecordEncoder {
             ValueText.appendBytea(v, to: &out)
         case .boolean:
             out.append(v.count > 0 && v[0] == UInt8(ascii: "t") ? "true" : "false")
+        case .date:
+            return ValueEncoding.date.append(v, to: &out)
         case .timestamp:
-            ValueText.appendTimestamp(v, zoned: false, to: &out)
+            return ValueEncoding.timestamp.append(v, to: &out)
         case .timestamptz:
-            ValueText.appendTimestamp(v, zoned: true, to: &out)
+            return ValueEncoding.timestamptz.append(v, to: &out)
         case .time:
             ValueText.appendTime(v, zoned: false, to: &out)
         case .timetz:
             ValueText.appendTime(v, zoned: true, to: &out)
         case .money:
             return ValueText.appendMoney(v, to: &out)
-        case .array:
+        case .delegated:
             return arrayEncodings[c]?.append(v, to: &out) ?? true
         }
         return true

@@ -231,9 +231,14 @@ public final class SnapshotReader {
 
     private func planCursor(_ cs: ConfiguredStream, _ ds: DiscoveredStream, info: RelationInfo, state: StreamState?, hasCtid: Bool) throws -> [WorkItem] {
         let label = ds.id
-        guard let field = cs.cursorField.first else {
-            throw ReadError(message: "stream \(label) is incremental but has no cursor_field; name the column that grows with each change (such as updated_at)")
+        guard let field = cs.cursorField.first ?? ds.evidentCursor?.name else {
+            // Clients that configure every stream as incremental (PyAirbyte) still get the rows.
+            log(.warning, "\(label) is incremental but has no cursor_field and no column that looks like one (such as updated_at); it is read in full, as full_refresh. Name a cursor_field to read only what changed")
+            var full = cs
+            full.syncMode = .fullRefresh
+            return try plan(full, ds, info: info, state: state.flatMap { if case .load(let l) = $0, l.incremental == nil { return $0 } else { return nil } })
         }
+        if cs.cursorField.isEmpty { log(.info, "\(label): no cursor_field in the catalog; using \"\(field)\", its default_cursor_field") }
         guard let column = ds.columns.first(where: { $0.name == field }) else {
             throw ReadError(message: "stream \(label): cursor column \"\(field)\" does not exist in the relation")
         }

@@ -40,7 +40,7 @@ public struct SavedState: Sendable {
     }
 
     /// Parses a state file's bytes (a JSON array, one message, or JSON Lines).
-    public static func parse(_ bytes: [UInt8], file: String) throws -> SavedState {
-        try parse(documents: StateFile.documents(bytes, file: file), file: file)
+    public static func parse(_ bytes: [UInt8], file: String, duplicate: @escaping (String) -> Void = { _ in }) throws -> SavedState {
+        try parse(documents: StateFile.documents(bytes, file: file, duplicate: duplicate), file: file)
     }
 }

@@ -248,12 +248,14 @@ struct StateFields {
 /// The documents of a state file: a JSON array of STATE messages (with or without the
 /// `{"type":"STATE"}` envelope), a single one, or JSON lines such as a previous read's output.
 public enum StateFile {
-    public static func documents(_ bytes: [UInt8], file: String) throws -> [JSONValue] {
+    /// `duplicate` is told of keys that appear twice in an object (the last wins).
+    public static func documents(_ bytes: [UInt8], file: String, duplicate: @escaping (String) -> Void = { _ in }) throws -> [JSONValue] {
+        let policy = JSONParser.DuplicateKeys.lastWins { key, offset in duplicate("\(file): key \"\(key)\" appears twice in one object (byte \(offset)); the last one is used") }
         guard bytes.contains(where: { !($0 == 0x20 || $0 == 0x0a || $0 == 0x0d || $0 == 0x09) }) else {
             throw InputError(file: file, path: "$", reason: "is empty; give a JSON array of STATE messages (`[]` for none), or leave out --state to start from scratch")
         }
         do {
-            let whole = try JSONParser.parse(bytes)
+            let whole = try JSONParser.parse(bytes, duplicateKeys: policy)
             if case .array(let a) = whole { return a }
             return [whole]
         } catch let first {
@@ -263,7 +265,7 @@ public enum StateFile {
                 defer { offset += line.count + 1 }
                 if line.allSatisfy({ $0 == 0x20 || $0 == 0x0d || $0 == 0x09 }) { continue }
                 do {
-                    docs.append(try JSONParser.parse(Array(line)))
+                    docs.append(try JSONParser.parse(Array(line), duplicateKeys: policy))
                 } catch {
                     if docs.isEmpty { throw ConfigError.syntax(file: file, first) }
                     throw ConfigError.syntax(file: file, JSONSyntaxError(offset: offset + error.offset, reason: error.reason))

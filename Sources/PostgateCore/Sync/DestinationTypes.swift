@@ -26,7 +26,7 @@ enum DestinationTypes {
         case .bytea: return .blob
         case .timestamp, .timestamptz, .time, .timetz: return .isoTime(encoding)
         case .array: return .json(encoding)
-        case .string, .plain, .date: return .text
+        case .string, .plain, .date, .hstore: return .text
         }
     }
 

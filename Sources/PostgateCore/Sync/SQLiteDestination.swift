@@ -191,6 +191,9 @@ final class SQLiteDriver: TableDriver {
             st.bindInt(i, v.count > 0 && v[0] == UInt8(ascii: "t") ? 1 : 0)
         case .blob:
             if let blob = ValueText.hexBytes(v) { blob.withUnsafeBytes { st.bindBlob(i, $0) } } else { st.bindTextNoCopy(i, v) }
+        case .isoTime where ValueText.isInfinity(v):
+            // A table keeps infinity as the source printed it (Airbyte records carry null).
+            st.bindTextNoCopy(i, v)
         case .isoTime(let e), .json(let e):
             scratch.removeAll()
             _ = e.append(v, to: &scratch)

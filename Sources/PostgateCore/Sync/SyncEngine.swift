@@ -66,9 +66,10 @@ public final class SyncEngine {
 
     private func run(destination: SyncDestination, saved: SavedState, origin: String, factory: ConnectionFactory) throws -> SyncProgress {
         let conn = try factory.connect()
-        let schemas = options.catalog.map { Array(Set($0.map(\.namespace))).sorted() } ?? config.schemas
+        let schemas = options.catalog.map { ConfiguredCatalog.schemas($0, configured: config.schemas) } ?? config.schemas
         let discovered = try Discovery.discover(conn, schemas: schemas)
-        let plan = try SyncPlan.make(config: config, discovered: discovered, catalog: options.catalog)
+        let catalog = try options.catalog.map { try ConfiguredCatalog.resolveNamespaces($0, discovered: discovered) }
+        let plan = try SyncPlan.make(config: config, discovered: discovered, catalog: catalog)
         guard !plan.isEmpty else {
             throw SyncError.plan("nothing to sync: no readable tables, views or materialized views in schemas \(schemas) (setting `schemas`)")
         }

@@ -49,7 +49,6 @@ public struct SyncStream: Sendable {
 /// config allows (CDC when configured; else incremental where a cursor or xmin fits; else full refresh).
 public enum SyncPlan {
     /// Column names that make a good cursor when no catalog names one, most telling first.
-    static let cursorNames = ["updated_at", "modified_at", "last_modified", "last_modified_at", "updated", "modified", "changed_at", "last_updated"]
 
     public static func make(config: PostgateConfig, discovered: [DiscoveredStream], catalog: [ConfiguredStream]?) throws -> [SyncStream] {
         if let catalog {
@@ -108,8 +107,7 @@ public enum SyncPlan {
                 reason = "replication_method is Xmin"
             }
         case .standard:
-            let candidates = ds.columns.filter { [.timestampWithTimeZone, .timestampWithoutTimeZone, .date, .integer].contains($0.kind) }
-            if let c = cursorNames.lazy.compactMap({ n in candidates.first { $0.name.lowercased() == n } }).first {
+            if let c = ds.evidentCursor {
                 mode = .cursor(c.name)
                 reason = "column \(c.name) looks like a last-modified time"
             } else {
