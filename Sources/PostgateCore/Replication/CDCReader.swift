@@ -1,10 +1,6 @@
 import Foundation
 import Logging
 
-/// Reads configured streams by change data capture: an initial snapshot of each new stream, then
-/// the changes from the replication slot (pgoutput) up to the WAL position current at the start of
-/// the run. Records carry `_ab_cdc_lsn`, `_ab_cdc_updated_at` and `_ab_cdc_deleted_at`; the run ends
-/// with a GLOBAL state whose LSN a later run resumes from (and confirms to the slot).
 /// What a destination reports back to the CDC reader about committed positions.
 public protocol CDCCommitFeedback: AnyObject, Sendable {
     /// The newest LSN the destination has durably committed, if any.
@@ -14,6 +10,12 @@ public protocol CDCCommitFeedback: AnyObject, Sendable {
     func waitUntilDurable(_ lsn: LSN) throws -> LSN?
 }
 
+/// Reads configured streams by change data capture: the changes from the replication slot
+/// (pgoutput), with each new stream's initial load read in key-range chunks between them (or, for
+/// tables without a usable key, one snapshot whose visibility filters their changes), up to the
+/// WAL position current at the start of the run (or, once the loads are done, later). Records carry
+/// `_ab_cdc_lsn`, `_ab_cdc_updated_at` and `_ab_cdc_deleted_at`; the run ends with a GLOBAL state
+/// whose LSN a later run resumes from (and confirms to the slot).
 public final class CDCReader {
     let factory: ConnectionFactory
     let config: PostgateConfig
@@ -114,6 +116,12 @@ public final class CDCReader {
 
         // 1. Initial loads. Tables with a primary key are read in chunks between changes (see
         // `readChunks`); the others in one snapshot whose visibility filters their changes.
+        // A stream no longer in the catalog loses its progress: added again, it is loaded again
+        // (the changes made while it was out were never read).
+        let selected = Set(all.map(\.id))
+        for id in current.backfills.keys where !selected.contains(id) { current.backfills[id] = nil }
+        current.chunkFilters.removeAll { !selected.contains($0.stream) }
+        current.snapshotted.formIntersection(selected)
         for s in all {
             guard let fill = current.backfills[s.id] else { continue }
             if let through = fill.loadedThrough, !(s.keyOrder?.valid(through) ?? false) {
@@ -231,6 +239,8 @@ public final class CDCReader {
 
     private func stream(_ streams: [Stream], conn: PGConnection, state current: inout CDCState, connected: () -> Void) throws {
         let byID = Dictionary(streams.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        // Chunk connections of an earlier attempt may have died with the server.
+        chunkConnections = []
         let repl = try factory.connect(replication: true)
         let start = current.lsn
         let publication = PGConnection.quoteLiteral(PGConnection.quoteIdentifier(cdc.publication))
@@ -638,6 +648,8 @@ public final class CDCReader {
                 if through == nil { open.removeAll { $0 == i } }
             }
         }
+        // Chunk rows are events since the last state: a failure from here on rolls them back.
+        if !chunks.isEmpty { emittedSinceState = true }
         let runner = ParallelItems(items: chunks, sink: sink)
         try runner.run(connections: Array(chunkConnections.prefix(chunks.count))) { chunk, worker in
             worker.handed = { chunk.rows += $0 }

@@ -13,10 +13,13 @@ public struct CDCState: Sendable, Equatable {
 
         /// Whether transaction `xid` (32-bit, as pgoutput sends it) is contained in the snapshot.
         public func contains(xid: UInt32) -> Bool {
-            // Compare in the snapshot's epoch (a handoff never spans a wraparound).
-            let epoch = xmax >> 32
-            var full = epoch << 32 | UInt64(xid)
-            if full > xmax { full = full &- (1 << 32) }
+            // The 64-bit xid is the one nearest xmax (PostgreSQL keeps every live xid within 2^31
+            // of the next one): an xid whose low bits are above xmax's started after the snapshot,
+            // whatever the epoch, and is never in it.
+            let delta = Int64(Int32(bitPattern: xid &- UInt32(truncatingIfNeeded: xmax)))
+            guard delta < 0 || xmax <= UInt64(Int64.max) - UInt64(delta) else { return false }
+            if delta < 0 && UInt64(-delta) > xmax { return true }
+            let full = delta < 0 ? xmax - UInt64(-delta) : xmax + UInt64(delta)
             if full < xmin { return true }
             if full >= xmax { return false }
             return !inProgress.contains(full)

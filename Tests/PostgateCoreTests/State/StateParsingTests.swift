@@ -110,6 +110,19 @@ import Testing
         #expect(try InputState.parse(Array(stream.utf8), file: "s.json")[StreamID(namespace: "s", name: "t")] == .load(load))
     }
 
+    /// Snapshot membership of 32-bit xids in any epoch: an xid above xmax's low bits started after
+    /// the snapshot even when the epoch is 1 or more (it was taken for an old one before).
+    @Test(arguments: [(UInt64(0), UInt64(0)), (UInt64(5), UInt64(0)), (UInt64(5), UInt64(0xFFFF_FF00))])
+    func snapshotMembershipInEveryEpoch(epoch: UInt64, base: UInt64) {
+        let e = epoch << 32
+        let f = CDCState.SnapshotFilter(xmin: e + base + 900, xmax: e + base + 1000, inProgress: [e + base + 950], lsn: LSN(1), streams: [])
+        func x(_ n: UInt64) -> UInt32 { UInt32(truncatingIfNeeded: base + n) }
+        #expect(f.contains(xid: x(899)), "committed before the snapshot")
+        #expect(f.contains(xid: x(949)) && !f.contains(xid: x(950)), "in progress at the snapshot: not in it")
+        #expect(!f.contains(xid: x(1000)) && !f.contains(xid: x(1001)) && !f.contains(xid: x(100_000)), "started after the snapshot")
+        #expect(f.contains(xid: UInt32(truncatingIfNeeded: base &+ 900 &- 3_000_000)), "long before")
+    }
+
     @Test func keysCompareInTheServersOrder() throws {
         func type(_ name: String) -> PostgresType { PostgresType(name: name, kind: "b", category: "N", declared: name) }
         let ints = try #require(KeyOrder([type("int8"), type("int4")]))
