@@ -163,11 +163,11 @@ public final class CDCReader {
 
     /// Writes a non-transactional logical message and has the WAL flushed past it: the slot sends
     /// only flushed WAL, and PostgreSQL 15 does not flush such a message by itself (it would wait
-    /// for the WAL writer, up to `wal_writer_delay`). Its transaction takes an xid and commits
-    /// synchronously whatever the server's `synchronous_commit`, so the commit flushes; it has no
-    /// changes, so the slot sends nothing for it.
+    /// for the WAL writer, up to `wal_writer_delay`). Its transaction takes an xid and commits with
+    /// a local flush whatever the server's `synchronous_commit` (`local`: without waiting for
+    /// synchronous standbys); it has no changes, so the slot sends nothing for it.
     static func writeMessage(_ conn: PGConnection, prefix: String, id: String) throws {
-        try conn.query("BEGIN; SET LOCAL synchronous_commit = on; SELECT pg_logical_emit_message(false, \(PGConnection.quoteLiteral(prefix)), \(PGConnection.quoteLiteral(id))), pg_current_xact_id(); COMMIT")
+        try conn.query("BEGIN; SET LOCAL synchronous_commit = local; SELECT pg_logical_emit_message(false, \(PGConnection.quoteLiteral(prefix)), \(PGConnection.quoteLiteral(id))), pg_current_xact_id(); COMMIT")
     }
 
     /// A snapshot's visibility (`pg_current_snapshot()` text) as a filter for `streams`.
