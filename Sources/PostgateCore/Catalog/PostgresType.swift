@@ -70,10 +70,20 @@ public enum JSONKind: Sendable, Equatable {
         case .date: return ["type": "string", "format": "date"]
         case .timestampWithoutTimeZone: return ["type": "string", "format": "date-time", "airbyte_type": "timestamp_without_timezone"]
         case .timestampWithTimeZone: return ["type": "string", "format": "date-time", "airbyte_type": "timestamp_with_timezone"]
-        case .timeWithoutTimeZone: return ["type": "string", "format": "time", "airbyte_type": "time_without_timezone"]
-        case .timeWithTimeZone: return ["type": "string", "format": "time", "airbyte_type": "time_with_timezone"]
+        // No `format: time`: JSON Schema's time is RFC 3339's full-time, which needs an offset and no
+        // more than what checkers accept; `airbyte_type` says what the text is.
+        case .timeWithoutTimeZone: return ["type": "string", "airbyte_type": "time_without_timezone"]
+        case .timeWithTimeZone: return ["type": "string", "airbyte_type": "time_with_timezone"]
         case .string: return ["type": "string"]
-        case .array(let e): return ["type": "array", "items": e.jsonSchema]
+        case .array(let e):
+            // Elements may be null, and PostgreSQL's array types do not fix their dimensions: an
+            // int[] column can hold {{1,2},{3,4}}, emitted as nested arrays.
+            var element = e.jsonSchema
+            if case .object(var o) = element, case .string(let t)? = o["type"] {
+                o["type"] = ["null", .string(t)]
+                element = .object(o)
+            }
+            return ["type": "array", "items": ["anyOf": [element, ["type": "array"]]]]
         }
     }
 }

@@ -12,6 +12,10 @@ public final class AirbyteSink: ReadSink {
     /// CDC record prefixes and keys per relation shape.
     private var changeEncoders: [ObjectIdentifier: ChangeEncoder] = [:]
 
+    /// Records written since the last checkpoint, for a GLOBAL state's `sourceStats` (a STREAM
+    /// state is told its stream's count by the reader).
+    private var recordsSinceCheckpoint: Int64 = 0
+
     public init(out: OutputSink) { self.out = out }
 
     public func status(_ stream: StreamID, _ status: StreamStatus) throws {
@@ -50,6 +54,7 @@ public final class AirbyteSink: ReadSink {
 
     public func row(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws {
         let e = encoder(shape)
+        recordsSinceCheckpoint &+= 1
         rowsSinceRefresh &+= 1
         if rowsSinceRefresh & 4095 == 0 { e.refreshEmittedAt() }
         try out.append { buf in try e.encode(copyRow: copyText, into: &buf) }
@@ -59,6 +64,7 @@ public final class AirbyteSink: ReadSink {
         let id = ObjectIdentifier(shape)
         let enc = changeEncoders[id] ?? ChangeEncoder(shape)
         changeEncoders[id] = enc
+        recordsSinceCheckpoint &+= 1
         try out.append { buf in enc.encode(change, into: &buf) }
     }
 
@@ -69,8 +75,14 @@ public final class AirbyteSink: ReadSink {
         case .stream(let id, let state, let records):
             try out.emit(AirbyteMessage.streamState(namespace: id.namespace, name: id.name, state: state, recordCount: records))
         case .global(let state):
-            try out.emit(["type": "STATE", "state": state.globalJSON()])
+            var message = state.globalJSON()
+            if case .object(var o) = message {
+                o["sourceStats"] = ["recordCount": .number(String(recordsSinceCheckpoint))]
+                message = .object(o)
+            }
+            try out.emit(["type": "STATE", "state": message])
         }
+        recordsSinceCheckpoint = 0
         try out.flush()
         lastEncoder?.refreshEmittedAt()
         // Encoders of finished reads are not kept for the rest of the run.
@@ -85,7 +97,7 @@ public final class AirbyteSink: ReadSink {
 
     public func flush() throws { try out.flush() }
 
-    public func makeLane() -> RowLane { Lane(out: out) }
+    public func makeLane() -> RowLane { Lane(out: out, handed: { [unowned self] n in self.recordsSinceCheckpoint &+= n }) }
 
     /// Encodes one connection's rows into its own buffer; whole records go to the output.
     final class Lane: RowLane {
@@ -95,8 +107,14 @@ public final class AirbyteSink: ReadSink {
         private var lastShape: RowShape?
         private var lastEncoder: RecordEncoder?
         private var rows = 0
+        /// Rows in `buffer`, told to the sink when it is handed over (under the sink's lock).
+        private var unhanded: Int64 = 0
+        private let handed: (Int64) -> Void
 
-        init(out: OutputSink) { self.out = out }
+        init(out: OutputSink, handed: @escaping (Int64) -> Void) {
+            self.out = out
+            self.handed = handed
+        }
         deinit { buffer.deallocate() }
 
         func row(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws {
@@ -111,6 +129,7 @@ public final class AirbyteSink: ReadSink {
                 lastEncoder = e
             }
             rows &+= 1
+            unhanded &+= 1
             if rows & 4095 == 0 { e.refreshEmittedAt() }
             try e.encode(copyRow: copyText, into: &buffer)
         }
@@ -121,6 +140,8 @@ public final class AirbyteSink: ReadSink {
             guard buffer.count > 0 else { return }
             try out.write(buffer.bytes)
             buffer.removeAll()
+            handed(unhanded)
+            unhanded = 0
             // A huge record grew the buffer: give that memory back.
             if buffer.capacity > 4 << 20 {
                 buffer.deallocate()

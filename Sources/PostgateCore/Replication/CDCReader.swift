@@ -76,6 +76,7 @@ public final class CDCReader {
         let conn = try factory.connect()
         let all = streams.map { Stream(configured: $0.0, discovered: $0.1) }
         for s in all { try sink.status(s.id, .started) }
+        for s in all { try sink.status(s.id, .running) }
         let slotName = cdc.replicationSlot
         try ensureReplicaIdentity(all, conn: conn)
         let slotQuery = """
