@@ -18,8 +18,13 @@ private final class SessionWatch: @unchecked Sendable {
     let horizons = Locked<[UInt64]>([])
     private var thread: Thread?
 
-    init(_ lab: Lab) throws {
+    /// Only sessions whose current or last statement names `schema` count: other tests run
+    /// their own connector sessions at the same time.
+    private let schema: String
+
+    init(_ lab: Lab, schema: String) throws {
         conn = try lab.adminConnection()
+        self.schema = schema
     }
 
     func start() {
@@ -30,7 +35,8 @@ private final class SessionWatch: @unchecked Sendable {
                            coalesce(string_agg(backend_xmin::text, ','), '') AS xmins
                     FROM pg_stat_activity
                     WHERE application_name = 'postgate' AND backend_type = 'client backend' AND xact_start IS NOT NULL
-                    """) else { continue }
+                      AND strpos(query, $1) > 0
+                    """, [schema]) else { continue }
                 let age = Double(r.string(0, "age") ?? "0") ?? 0
                 longest.mutate { $0 = max($0, age) }
                 let xmins = (r.string(0, "xmins") ?? "").split(separator: ",").compactMap { UInt64($0) }
@@ -177,7 +183,7 @@ private struct Model {
         }
         let streams = ["t", "other", "keyless"]
         let writer = try Writer(c.f.lab, schema: s, rows: rows)
-        let watch = try SessionWatch(c.f.lab)
+        let watch = try SessionWatch(c.f.lab, schema: c.f.schema)
         writer.start()
         watch.start()
         let began = Date()
