@@ -13,10 +13,9 @@ private func committed(_ out: ReadOutput) -> [JSONValue] {
 /// horizons they held, so a test can show no transaction spans the whole initial load.
 private final class SessionWatch: @unchecked Sendable {
     private let conn: PGConnection
-    private let stop = Locked(false)
+    private let loop = BackgroundLoop()
     let longest = Locked<Double>(0)
     let horizons = Locked<[UInt64]>([])
-    private var thread: Thread?
 
     /// Only sessions whose current or last statement names `schema` count: other tests run
     /// their own connector sessions at the same time.
@@ -28,41 +27,33 @@ private final class SessionWatch: @unchecked Sendable {
     }
 
     func start() {
-        let t = Thread { [self] in
-            while !stop.value {
+        loop.start { [self] in
                 guard let r = try? conn.query("""
                     SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)::text AS age,
                            coalesce(string_agg(backend_xmin::text, ','), '') AS xmins
                     FROM pg_stat_activity
                     WHERE application_name = 'postgate' AND backend_type = 'client backend' AND xact_start IS NOT NULL
                       AND strpos(query, $1) > 0
-                    """, [schema]) else { continue }
+                    """, [schema]) else { return }
                 let age = Double(r.string(0, "age") ?? "0") ?? 0
                 longest.mutate { $0 = max($0, age) }
                 let xmins = (r.string(0, "xmins") ?? "").split(separator: ",").compactMap { UInt64($0) }
                 if let x = xmins.min() { horizons.mutate { if $0.last != x { $0.append(x) } } }
                 usleep(2000)
-            }
         }
-        thread = t
-        t.start()
     }
 
-    func finish() {
-        stop.set(true)
-        while thread?.isExecuting == true { Thread.sleep(forTimeInterval: 0.01) }
-    }
+    func finish() { loop.finish() }
 }
 
 /// A writer committing small transactions of every kind to the fixture's tables until stopped.
 private final class Writer: @unchecked Sendable {
     let touched = Locked<Set<Int64>>([])
     let commits = Locked(0)
-    private let stop = Locked(false)
+    private let loop = BackgroundLoop()
     private let conn: PGConnection
     private let schema: String
     private let rows: Int64
-    private var thread: Thread?
 
     init(_ lab: Lab, schema: String, rows: Int64) throws {
         conn = try lab.adminConnection()
@@ -71,10 +62,9 @@ private final class Writer: @unchecked Sendable {
     }
 
     func start() {
-        let t = Thread { [self] in
-            var nextKeyless: Int64 = 1_000_000
-            var moved: Set<Int64> = []
-            while !stop.value {
+        var nextKeyless: Int64 = 1_000_000
+        var moved: Set<Int64> = []
+        loop.start { [self] in
                 let r = Int64.random(in: 1...rows)
                 let r2 = Int64.random(in: 1...rows), r3 = Int64.random(in: 1...rows)
                 let sql: String
@@ -92,7 +82,7 @@ private final class Writer: @unchecked Sendable {
                     // Deleted keys come back, but not keys that moved (the records of a move do
                     // not say which key it left, so the model could not place them).
                     let k = Int64.random(in: 1...(rows + rows / 4))
-                    if moved.contains(k) { continue }
+                    if moved.contains(k) { return }
                     keys = [k]
                     sql = "INSERT INTO \(schema).t VALUES (\(k), 7, 'i') ON CONFLICT DO NOTHING"
                 case 5:
@@ -116,8 +106,20 @@ private final class Writer: @unchecked Sendable {
                 touched.mutate { t in for k in keys { t.insert(k); t.insert(k + 10_000_000) } }
                 if (try? conn.query(sql)) != nil { commits.mutate { $0 += 1 } } else { _ = try? conn.query("ROLLBACK") }
                 usleep(300)
-            }
         }
+    }
+
+    func finish() { loop.finish() }
+}
+
+/// Runs one step over and over on a thread of its own until `finish()`.
+private final class BackgroundLoop: @unchecked Sendable {
+    private let stop = Locked(false)
+    private var thread: Thread?
+
+    func start(_ step: @escaping () -> Void) {
+        let body = UncheckedBox(step)
+        let t = Thread { [self] in while !stop.value { body.value() } }
         thread = t
         t.start()
     }
