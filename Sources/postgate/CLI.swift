@@ -72,10 +72,11 @@ enum CLI {
         try? out.flush()
     }
 
-    /// Reports a failure on stdout (TRACE) and stderr, and exits with the failure type's status.
-    static func fail(message: String, failureType: FailureType) -> Never {
+    /// Reports a failure on stdout (a TRACE, unless `trace` is false) and stderr, and exits with
+    /// the failure type's status.
+    static func fail(message: String, failureType: FailureType, trace: Bool = true) -> Never {
         cleanUp()
-        emitTrace(message: message, failureType: failureType.rawValue)
+        if trace { emitTrace(message: message, failureType: failureType.rawValue) }
         FileHandle.standardError.write(Data("postgate: error: \(message)\n".utf8))
         exit(failureType.exitCode)
     }

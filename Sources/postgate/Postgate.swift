@@ -10,36 +10,98 @@ struct Postgate: ParsableCommand {
         abstract: "PostgreSQL source connector speaking the Airbyte protocol, with SSH tunnels and verified TLS.",
         subcommands: [Spec.self, Check.self, Discover.self, Read.self, Sync.self, Tunnel.self])
 
-    /// Parses and runs a command; any failure becomes an Airbyte TRACE error on stdout,
-    /// a human line on stderr and a non-zero exit.
+    /// Parses and runs a command; any failure becomes an Airbyte TRACE error on stdout (not in
+    /// Singer mode, whose stdout carries Singer messages only), a human line on stderr and a
+    /// non-zero exit.
     static func main() {
         CLI.bootstrapLogging()
         CLI.installCleanup()
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        let singer = SingerMode.isInvocation(arguments)
         do {
-            var command = try parseAsRoot()
+            var command: ParsableCommand = singer ? try SingerMode.parseAsRoot(arguments) : try parseAsRoot()
             defer { TunnelManager.shared.shutdown() }
             try command.run()
         } catch {
             CLI.cleanUp()
-            let code = exitCode(for: error)
-            if code == .success || error is ExitCode { exit(withError: error) }
+            let code = singer ? SingerMode.exitCode(for: error) : exitCode(for: error)
+            if code == .success || error is ExitCode { singer ? SingerMode.exit(withError: error) : exit(withError: error) }
             if let e = error as? UserFacingError {
-                CLI.fail(message: e.userMessage, failureType: FailureType.of(e))
+                CLI.fail(message: e.userMessage, failureType: FailureType.of(e), trace: !singer)
             }
             if code == .validationFailure {
                 // Usage errors: report them in both forms, then let ArgumentParser print usage (exit 64).
+                if singer { SingerMode.exit(withError: error) }
                 CLI.emitTrace(message: fullMessage(for: error), failureType: FailureType.config.rawValue)
                 exit(withError: error)
             }
             // An error nobody classified is a bug.
-            CLI.fail(message: "unexpected error: \(fullMessage(for: error))", failureType: .system)
+            CLI.fail(message: "unexpected error: \(fullMessage(for: error))", failureType: .system, trace: !singer)
         }
+    }
+}
+
+/// Singer tap mode, chosen when the arguments start with a Singer flag rather than a command:
+/// `postgate --config C --discover`, `postgate --config C --catalog K [--state S]`.
+struct SingerMode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "postgate",
+        abstract: "Run as a Singer tap (as Meltano calls one): --discover prints a Singer catalog; --catalog or --properties reads the selected streams as SCHEMA, RECORD, STATE and ACTIVATE_VERSION messages.")
+
+    static let flags: Set<String> = ["--config", "--discover", "--catalog", "--properties", "--state", "--about"]
+
+    static func isInvocation(_ arguments: [String]) -> Bool {
+        guard let first = arguments.first else { return false }
+        return flags.contains(String(first.split(separator: "=", maxSplits: 1).first ?? ""))
+    }
+
+    @Option(name: .long, help: "Path to the connector config JSON file (the same settings as `read`).")
+    var config: String?
+
+    @Flag(name: .long, help: "Print the Singer catalog of the configured schemas.")
+    var discover = false
+
+    @Option(name: .long, help: "A Singer catalog choosing streams, columns and replication methods.")
+    var catalog: String?
+
+    @Option(name: .long, help: "The same, under its older name.")
+    var properties: String?
+
+    @Option(name: .long, help: "Singer state to resume from (the last STATE message's value).")
+    var state: String?
+
+    @Flag(name: .long, help: "Print the tap's name and capabilities.")
+    var about = false
+
+    func validate() throws {
+        if about { return }
+        guard config != nil else { throw ValidationError("--config is required (the connector config JSON file)") }
+        let modes = (discover ? 1 : 0) + (catalog != nil ? 1 : 0) + (properties != nil ? 1 : 0)
+        guard modes == 1 else { throw ValidationError("give exactly one of --discover, --catalog or --properties") }
+    }
+
+    func run() throws {
+        if about {
+            let out = OutputSink()
+            try out.emit(SingerTap.about)
+            try out.flush()
+            return
+        }
+        let logger = Logger(label: "postgate.singer")
+        let config = try ConfigOption(config: self.config ?? "").load(logger: logger)
+        if discover { return try SingerTap.discover(config: config, logger: logger) }
+        let file = catalog ?? properties ?? ""
+        let saved = try state.map { try SingerState.parse(try InputFile.bytes($0), file: $0, duplicate: { logger.debug("\($0)") }) } ?? SingerState()
+        try SingerTap.read(config: config, catalog: try InputFile.json(file, logger: logger), catalogFile: file, state: saved, stateFile: state, logger: logger)
     }
 }
 
 struct ConfigOption: ParsableArguments {
     @Option(name: .long, help: "Path to the connector config JSON file.")
     var config: String
+
+    init() {}
+    init(config: String) { self.config = config }
 
     func load(logger: Logger) throws -> PostgateConfig {
         let loaded = try PostgateConfig.load(file: config)

@@ -173,10 +173,8 @@ extension DiscoveredStream {
             if isTableLike {
                 syncModes.append("incremental")
                 sourceDefinedCursor = true
-                defaultCursor = ["_ab_cdc_lsn"]
-                properties["_ab_cdc_lsn"] = ["type": "number"]
-                properties["_ab_cdc_updated_at"] = ["type": "string", "format": "date-time", "airbyte_type": "timestamp_with_timezone"]
-                properties["_ab_cdc_deleted_at"] = ["type": "string", "format": "date-time", "airbyte_type": "timestamp_with_timezone"]
+                defaultCursor = [.string(CDCFields.airbyte.lsn)]
+                for (name, schema) in CDCFields.airbyte.schemas { properties[name] = schema }
             }
         }
         var stream = JSONObject([

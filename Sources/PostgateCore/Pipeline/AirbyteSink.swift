@@ -1,103 +1,69 @@
 import Logging
 
-/// `read`'s sink: Airbyte RECORD, STATE and TRACE messages on an `OutputSink`.
-public final class AirbyteSink: ReadSink {
+/// Encodes rows and changes as records on an `OutputSink`, for the sinks of `read` and Singer
+/// mode: encoders per row shape (the last kept at hand for the hot path), lanes for parallel
+/// reads, and the count of records since the last checkpoint.
+final class RecordWriter {
     let out: OutputSink
-    /// Snapshot encoders per row shape (the last one is kept at hand for the hot path). The shape
-    /// is held with its encoder so that its identity is not reused by another shape meanwhile.
+    let envelope: @Sendable (StreamID) -> RecordEnvelope
+    let cdcFields: CDCFields
+    /// Each encoder is held with its shape, so that the shape's identity is not reused meanwhile.
     private var encoders: [ObjectIdentifier: (RowShape, RecordEncoder)] = [:]
     private var lastShape: RowShape?
     private var lastEncoder: RecordEncoder?
     private var rowsSinceRefresh = 0
-    /// CDC record prefixes and keys per relation shape.
     private var changeEncoders: [ObjectIdentifier: ChangeEncoder] = [:]
+    /// Records written since the last checkpoint (lanes' records count once handed over).
+    var recordsSinceCheckpoint: Int64 = 0
 
-    /// Records written since the last checkpoint, for a GLOBAL state's `sourceStats` (a STREAM
-    /// state is told its stream's count by the reader).
-    private var recordsSinceCheckpoint: Int64 = 0
-
-    public init(out: OutputSink) { self.out = out }
-
-    public func status(_ stream: StreamID, _ status: StreamStatus) throws {
-        try out.emit(AirbyteMessage.streamStatus(namespace: stream.namespace, name: stream.name, status: status.rawValue))
-        if status != .started { try out.flush() }
+    init(out: OutputSink, cdcFields: CDCFields, envelope: @escaping @Sendable (StreamID) -> RecordEnvelope) {
+        self.out = out
+        self.cdcFields = cdcFields
+        self.envelope = envelope
     }
 
-    public func estimate(_ stream: StreamID, rows: Int64, bytes: Int64) throws {
-        try out.emit(AirbyteMessage.estimate(namespace: stream.namespace, name: stream.name, rows: rows, bytes: bytes))
-    }
-
-    @inline(__always)
-    private func encoder(_ shape: RowShape) -> RecordEncoder {
-        if shape === lastShape, let e = lastEncoder { return e }
-        let e = encoders[ObjectIdentifier(shape)]?.1 ?? Self.makeEncoder(shape)
-        encoders[ObjectIdentifier(shape)] = (shape, e)
-        lastShape = shape
-        lastEncoder = e
-        return e
-    }
-
-    static func makeEncoder(_ shape: RowShape) -> RecordEncoder {
-        RecordEncoder(namespace: shape.stream.namespace, stream: shape.stream.name,
+    static func makeEncoder(_ shape: RowShape, envelope: RecordEnvelope, cdcFields: CDCFields) -> RecordEncoder {
+        RecordEncoder(envelope: envelope,
                       columns: shape.columns.map { RecordEncoder.Column(name: $0.name, encoding: $0.encoding, emitted: $0.emitted) },
-                      dataSuffix: shape.cdcStamp.map(cdcSuffix) ?? [])
+                      dataSuffix: shape.cdcStamp.map(cdcFields.snapshotSuffix) ?? [])
     }
 
-    /// The CDC members of a snapshot row's data, after its columns.
-    static func cdcSuffix(_ stamp: RowShape.CDCStamp) -> [UInt8] {
-        var suffix = Array(#","_ab_cdc_lsn":"#.utf8) + Array(String(stamp.lsn.value).utf8)
-        suffix += Array(#","_ab_cdc_updated_at":"#.utf8)
-        JSONBytes.appendString(stamp.time, to: &suffix)
-        suffix += Array(#","_ab_cdc_deleted_at":null"#.utf8)
-        return suffix
-    }
-
-    public func row(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws {
-        let e = encoder(shape)
+    func row(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws {
+        let e: RecordEncoder
+        if shape === lastShape, let l = lastEncoder {
+            e = l
+        } else {
+            e = encoders[ObjectIdentifier(shape)]?.1 ?? Self.makeEncoder(shape, envelope: envelope(shape.stream), cdcFields: cdcFields)
+            encoders[ObjectIdentifier(shape)] = (shape, e)
+            lastShape = shape
+            lastEncoder = e
+        }
         recordsSinceCheckpoint &+= 1
         rowsSinceRefresh &+= 1
         if rowsSinceRefresh & 4095 == 0 { e.refreshEmittedAt() }
         try out.append { buf in try e.encode(copyRow: copyText, into: &buf) }
     }
 
-    public func change(_ shape: RowShape, _ change: Change) throws {
+    func change(_ shape: RowShape, _ change: Change) throws {
         let id = ObjectIdentifier(shape)
-        let enc = changeEncoders[id] ?? ChangeEncoder(shape)
+        let enc = changeEncoders[id] ?? ChangeEncoder(shape, envelope: envelope(shape.stream), fields: cdcFields)
         changeEncoders[id] = enc
         recordsSinceCheckpoint &+= 1
         try out.append { buf in enc.encode(change, into: &buf) }
     }
 
-    public func truncate(_ stream: StreamID) throws {}
-
-    public func checkpoint(_ checkpoint: Checkpoint) throws {
-        switch checkpoint {
-        case .stream(let id, let state, let records):
-            try out.emit(AirbyteMessage.streamState(namespace: id.namespace, name: id.name, state: state, recordCount: records))
-        case .global(let state):
-            var message = state.globalJSON()
-            if case .object(var o) = message {
-                o["sourceStats"] = ["recordCount": .number(String(recordsSinceCheckpoint))]
-                message = .object(o)
-            }
-            try out.emit(["type": "STATE", "state": message])
-        }
+    /// After a checkpoint: the count starts again, and encoders of finished reads are let go.
+    func checkpointed() {
         recordsSinceCheckpoint = 0
-        try out.flush()
         lastEncoder?.refreshEmittedAt()
-        // Encoders of finished reads are not kept for the rest of the run.
         if encoders.count > 64 { encoders = [:]; lastShape = nil; lastEncoder = nil }
     }
 
-    public func rollback() throws {}
-
-    public func log(_ level: Logger.Level, _ message: String) {
-        try? out.emit(AirbyteMessage.log(level: level == .warning ? "WARN" : "INFO", message: message))
+    func makeLane() -> RowLane {
+        let envelope = self.envelope, fields = cdcFields
+        return Lane(out: out, make: { Self.makeEncoder($0, envelope: envelope($0.stream), cdcFields: fields) },
+                    handed: { [unowned self] n in self.recordsSinceCheckpoint &+= n })
     }
-
-    public func flush() throws { try out.flush() }
-
-    public func makeLane() -> RowLane { Lane(out: out, handed: { [unowned self] n in self.recordsSinceCheckpoint &+= n }) }
 
     /// Encodes one connection's rows into its own buffer; whole records go to the output.
     final class Lane: RowLane {
@@ -107,12 +73,14 @@ public final class AirbyteSink: ReadSink {
         private var lastShape: RowShape?
         private var lastEncoder: RecordEncoder?
         private var rows = 0
-        /// Rows in `buffer`, told to the sink when it is handed over (under the sink's lock).
+        /// Rows in `buffer`, told to the writer when it is handed over (under the sink's lock).
         private var unhanded: Int64 = 0
+        private let make: (RowShape) -> RecordEncoder
         private let handed: (Int64) -> Void
 
-        init(out: OutputSink, handed: @escaping (Int64) -> Void) {
+        init(out: OutputSink, make: @escaping (RowShape) -> RecordEncoder, handed: @escaping (Int64) -> Void) {
             self.out = out
+            self.make = make
             self.handed = handed
         }
         deinit { buffer.deallocate() }
@@ -122,7 +90,7 @@ public final class AirbyteSink: ReadSink {
             if shape === lastShape, let l = lastEncoder {
                 e = l
             } else {
-                e = encoders[ObjectIdentifier(shape)]?.1 ?? AirbyteSink.makeEncoder(shape)
+                e = encoders[ObjectIdentifier(shape)]?.1 ?? make(shape)
                 encoders[ObjectIdentifier(shape)] = (shape, e)
                 if encoders.count > 64 { encoders = [ObjectIdentifier(shape): (shape, e)] }
                 lastShape = shape
@@ -151,21 +119,82 @@ public final class AirbyteSink: ReadSink {
     }
 }
 
+/// `read`'s sink: Airbyte RECORD, STATE and TRACE messages on an `OutputSink`.
+public final class AirbyteSink: ReadSink {
+    let out: OutputSink
+    let writer: RecordWriter
+
+    public init(out: OutputSink) {
+        self.out = out
+        writer = RecordWriter(out: out, cdcFields: .airbyte, envelope: { .airbyte($0) })
+    }
+
+    public func status(_ stream: StreamID, _ status: StreamStatus) throws {
+        try out.emit(AirbyteMessage.streamStatus(namespace: stream.namespace, name: stream.name, status: status.rawValue))
+        if status != .started { try out.flush() }
+    }
+
+    public func estimate(_ stream: StreamID, rows: Int64, bytes: Int64) throws {
+        try out.emit(AirbyteMessage.estimate(namespace: stream.namespace, name: stream.name, rows: rows, bytes: bytes))
+    }
+
+    public func row(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws { try writer.row(shape, copyText: copyText) }
+
+    public func change(_ shape: RowShape, _ change: Change) throws { try writer.change(shape, change) }
+
+    public func truncate(_ stream: StreamID) throws {}
+
+    public func checkpoint(_ checkpoint: Checkpoint) throws {
+        switch checkpoint {
+        case .stream(let id, let state, let records):
+            try out.emit(AirbyteMessage.streamState(namespace: id.namespace, name: id.name, state: state, recordCount: records))
+        case .global(let state):
+            // A GLOBAL state's `sourceStats` counts every record since the last state; a STREAM
+            // state is told its stream's count by the reader.
+            var message = state.globalJSON()
+            if case .object(var o) = message {
+                o["sourceStats"] = ["recordCount": .number(String(writer.recordsSinceCheckpoint))]
+                message = .object(o)
+            }
+            try out.emit(["type": "STATE", "state": message])
+        }
+        writer.checkpointed()
+        try out.flush()
+    }
+
+    public func rollback() throws {}
+
+    public func log(_ level: Logger.Level, _ message: String) {
+        try? out.emit(AirbyteMessage.log(level: level == .warning ? "WARN" : "INFO", message: message))
+    }
+
+    public func flush() throws { try out.flush() }
+
+    public func makeLane() -> RowLane { writer.makeLane() }
+}
+
 /// Writes CDC changes of one relation as RECORD lines. Unchanged TOASTed values are taken from the
-/// old row when it was sent; otherwise they are left out and listed in `meta.changes`.
+/// old row when it was sent; otherwise they are left out and listed in `meta.changes` (where the
+/// envelope has one).
 final class ChangeEncoder {
     let shape: RowShape
+    let envelope: RecordEnvelope
     let prefix: [UInt8]
     let keys: [[UInt8]]
+    /// `"lsn":`, `,"updated_at":`, `,"deleted_at":` under the envelope's CDC field names.
+    let fieldKeys: (lsn: [UInt8], updatedAt: [UInt8], deletedAt: [UInt8])
 
-    init(_ shape: RowShape) {
+    init(_ shape: RowShape, envelope: RecordEnvelope, fields: CDCFields) {
         self.shape = shape
-        var p: [UInt8] = Array(#"{"type":"RECORD","record":{"namespace":"#.utf8)
-        JSONBytes.appendString(shape.stream.namespace, to: &p)
-        p += Array(#","stream":"#.utf8)
-        JSONBytes.appendString(shape.stream.name, to: &p)
-        p += Array(#","data":{"#.utf8)
-        prefix = p
+        self.envelope = envelope
+        prefix = envelope.prefix
+        func key(_ name: String, comma: Bool) -> [UInt8] {
+            var k: [UInt8] = comma ? [UInt8(ascii: ",")] : []
+            JSONBytes.appendString(name, to: &k)
+            k.append(UInt8(ascii: ":"))
+            return k
+        }
+        fieldKeys = (key(fields.lsn, comma: false), key(fields.updatedAt, comma: true), key(fields.deletedAt, comma: true))
         keys = shape.columns.map { c in
             var k: [UInt8] = []
             JSONBytes.appendString(c.name, to: &k)
@@ -201,14 +230,14 @@ final class ChangeEncoder {
             }
         }
         if !first { buf.append(UInt8(ascii: ",")) }
-        buf.append(#""_ab_cdc_lsn":"#)
+        buf.append(fieldKeys.lsn)
         JSONBytes.appendInt(Int64(bitPattern: change.lsn.value), to: &buf)
-        buf.append(#","_ab_cdc_updated_at":"#)
+        buf.append(fieldKeys.updatedAt)
         JSONBytes.appendString(change.time, to: &buf)
-        buf.append(#","_ab_cdc_deleted_at":"#)
+        buf.append(fieldKeys.deletedAt)
         if deleted { JSONBytes.appendString(change.time, to: &buf) } else { buf.append("null") }
         buf.append(UInt8(ascii: "}"))
-        if !omitted.isEmpty || !nulled.isEmpty {
+        if (!omitted.isEmpty || !nulled.isEmpty) && envelope.carriesMeta {
             buf.append(#","meta":{"changes":["#)
             let changes = nulled.map { ($0, #","change":"NULLED","reason":"SOURCE_SERIALIZATION_ERROR"}"#) }
                 + omitted.map { ($0, #","change":"OMITTED","reason":"SOURCE_UNCHANGED_TOAST"}"#) }
@@ -220,8 +249,6 @@ final class ChangeEncoder {
             }
             buf.append("]}")
         }
-        buf.append(#","emitted_at":"#)
-        JSONBytes.appendInt(AirbyteMessage.nowMillis, to: &buf)
-        buf.append("}}\n")
+        envelope.appendSuffix(to: &buf)
     }
 }

@@ -72,8 +72,10 @@ public final class SourceDriver {
         try sink.flush()
     }
 
-    /// `read`: the configured catalog, resumed from `states`, as Airbyte messages on stdout.
-    public static func read(config: PostgateConfig, catalog: [ConfiguredStream], states: SavedState, stateOrigin: String?, logger: Logger) throws {
+    /// `read`: the configured catalog, resumed from `states`, into the sink `makeSink` makes for
+    /// the resolved streams (by default Airbyte messages on stdout).
+    public static func read(config: PostgateConfig, catalog: [ConfiguredStream], states: SavedState, stateOrigin: String?, logger: Logger,
+                            makeSink: ([Stream]) throws -> ReadSink = { _ in AirbyteSink(out: OutputSink()) }) throws {
         let factory = try ConnectionFactory(config: config, logger: logger)
         defer { factory.close() }
         do {
@@ -83,7 +85,7 @@ public final class SourceDriver {
             let streams = try resolve(named, discovered: discovered, config: config, states: states)
             let driver = SourceDriver(config: config, factory: factory, logger: logger)
             if let stateOrigin { driver.stateOrigin = stateOrigin }
-            try driver.run(conn: conn, streams: streams, cdcState: states.cdc, sink: AirbyteSink(out: OutputSink()))
+            try driver.run(conn: conn, streams: streams, cdcState: states.cdc, sink: try makeSink(streams))
         } catch {
             throw factory.translate(error)
         }

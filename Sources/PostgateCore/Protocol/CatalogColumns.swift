@@ -8,7 +8,7 @@ extension ConfiguredStream {
         let names = selected.filter { !$0.hasPrefix("_ab_cdc_") }
         let unknown = names.filter { byName[$0] == nil }
         let file = location?.file ?? "catalog"
-        let path = "streams[\(location?.index ?? 0)].stream.json_schema.properties"
+        let path = location?.propertiesPath ?? "streams[0].stream.json_schema.properties"
         let known = ds.columns.prefix(20).map { "\"\($0.name)\"" }.joined(separator: ", ") + (ds.columns.count > 20 ? ", …" : "")
         if !unknown.isEmpty {
             let list = unknown.map { "\"\($0)\"" }.joined(separator: ", ")

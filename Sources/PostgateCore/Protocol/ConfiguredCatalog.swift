@@ -20,6 +20,14 @@ public struct ConfiguredStream: Sendable {
 public struct CatalogLocation: Sendable {
     public var file: String
     public var index: Int
+    /// The JSON path of the stream's selected columns (Airbyte's by default).
+    public var propertiesPath: String
+
+    public init(file: String, index: Int, propertiesPath: String? = nil) {
+        self.file = file
+        self.index = index
+        self.propertiesPath = propertiesPath ?? "streams[\(index)].stream.json_schema.properties"
+    }
 }
 
 /// Errors in the catalog or state given to `read`; each names the JSON path.

@@ -49,12 +49,12 @@ public final class RecordEncoder {
 
     /// Fixed members appended to every record's data (e.g. `,"_ab_cdc_lsn":…`), starting with a comma.
     let dataSuffix: [UInt8]
-    /// Writes only the data object and a newline (JSON Lines), without the RECORD envelope.
-    let dataOnly: Bool
+    /// What is written around each record's data.
+    let envelope: RecordEnvelope
 
-    public init(namespace: String, stream: String, columns: [Column], dataSuffix: [UInt8] = [], dataOnly: Bool = false) {
+    public init(envelope: RecordEnvelope, columns: [Column], dataSuffix: [UInt8] = []) {
         self.dataSuffix = dataSuffix
-        self.dataOnly = dataOnly
+        self.envelope = envelope
         count = columns.count
         kinds = .allocate(capacity: max(1, count))
         emitted = .allocate(capacity: max(1, count))
@@ -77,7 +77,7 @@ public final class RecordEncoder {
             kinds[i] = Self.kind(c.encoding)
             if Self.kind(c.encoding) == .delegated { arrays[i] = c.encoding }
         }
-        suffix = .allocate(capacity: 64)
+        suffix = .allocate(capacity: RecordEnvelope.suffixCapacity)
         suffixLength = .allocate(capacity: 1)
         suffixLength.initialize(to: 0)
         scratch = .allocate(capacity: 1)
@@ -87,12 +87,7 @@ public final class RecordEncoder {
         keyBytes.initialize(from: keys, count: keys.count)
         arrayEncodings = arrays
         fieldNames = columns.map { c in var b: [UInt8] = []; JSONBytes.appendString(c.name, to: &b); return b }
-        var p: [UInt8] = Array(#"{"type":"RECORD","record":{"namespace":"#.utf8)
-        JSONBytes.appendString(namespace, to: &p)
-        p.append(contentsOf: Array(#","stream":"#.utf8))
-        JSONBytes.appendString(stream, to: &p)
-        p.append(contentsOf: Array(#","data":{"#.utf8))
-        if dataOnly { p = [UInt8(ascii: "{")] }
+        let p = envelope.prefix
         prefix = .allocate(capacity: p.count)
         _ = prefix.initialize(from: p)
         refreshEmittedAt()
@@ -132,18 +127,12 @@ public final class RecordEncoder {
 
     /// Sets `emitted_at` to now for the records that follow.
     public func refreshEmittedAt() {
-        if dataOnly {
-            suffix.pointee = 0x0a
-            suffixLength.pointee = 1
-            return
-        }
-        var s = ByteBuffer(capacity: 64)
+        var s = ByteBuffer(capacity: RecordEnvelope.suffixCapacity)
         defer { s.deallocate() }
-        s.append(#","emitted_at":"#)
-        JSONBytes.appendInt(AirbyteMessage.nowMillis, to: &s)
-        s.append("}}\n")
-        suffix.update(from: s.base, count: min(64, s.count))
-        suffixLength.pointee = min(64, s.count)
+        envelope.appendSuffix(to: &s)
+        let n = min(RecordEnvelope.suffixCapacity, s.count)
+        suffix.update(from: s.base, count: n)
+        suffixLength.pointee = n
     }
 
     /// Appends the RECORD line for one COPY text row (which ends with a newline).
@@ -195,7 +184,7 @@ public final class RecordEncoder {
         }
         if !dataSuffix.isEmpty { dataSuffix.withUnsafeBytes { out.append($0) } }
         out.append(UInt8(ascii: "}"))
-        if nulledCount > 0 && !dataOnly {
+        if nulledCount > 0 && envelope.carriesMeta {
             out.append(#","meta":{"changes":["#)
             for k in 0..<nulledCount {
                 let c = nulled[k]

@@ -164,8 +164,7 @@ public final class JSONLDestination: SyncDestination {
     func encoder(_ layout: FieldLayout) -> RecordEncoder {
         if let e = encoders[ObjectIdentifier(layout)] { return e }
         let shape = layout.shape
-        let e = RecordEncoder(namespace: "", stream: "", columns: shape.columns.map { RecordEncoder.Column(name: $0.name, encoding: $0.encoding, emitted: $0.emitted) },
-                              dataSuffix: shape.cdcStamp.map { AirbyteSink.cdcSuffix($0) } ?? [], dataOnly: true)
+        let e = RecordWriter.makeEncoder(shape, envelope: .dataOnly, cdcFields: .airbyte)
         encoders[ObjectIdentifier(layout)] = e
         return e
     }

@@ -3,7 +3,7 @@ import Testing
 
 @Suite struct RecordEncoderTests {
     func encoder() -> RecordEncoder {
-        RecordEncoder(namespace: "s\"1", stream: "t", columns: [
+        RecordEncoder(envelope: .airbyte(StreamID(namespace: "s\"1", name: "t")), columns: [
             .init(name: "id", encoding: .integer, emitted: true),
             .init(name: "Name \"x\"", encoding: .string, emitted: true),
             .init(name: "f", encoding: .number, emitted: true),
