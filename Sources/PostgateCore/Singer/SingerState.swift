@@ -1,6 +1,7 @@
 /// Singer state: `{"bookmarks": {"schema-table": {...}}, "cdc": {...}}`. Each bookmark holds
 /// the stream's state in the form Airbyte STREAM states carry it (plus Singer's readable
-/// `replication_key`, `replication_key_value` and a full table's `version`); `cdc` holds the
+/// `replication_key`, `replication_key_value` and, while a full table loads, its `table_version`;
+/// `version` is the state format's, as in Airbyte); `cdc` holds the
 /// state Airbyte's GLOBAL message carries, shared by every LOG_BASED stream.
 public struct SingerState: Sendable {
     /// Every bookmark given, including those of streams not read now (they are passed on).
@@ -62,7 +63,7 @@ public struct SingerState: Sendable {
     /// A full table's version in its bookmark, when a load of it was under way.
     public func version(of stream: SingerStream) -> Int64? {
         guard let bm = bookmarks[stream.tapStreamID], bm["state_type"]?.stringValue == "ctid" else { return nil }
-        return bm["version"]?.int64Value
+        return bm["table_version"]?.int64Value
     }
 
     /// The bookmark of a stream's state.
@@ -72,7 +73,7 @@ public struct SingerState: Sendable {
             o["replication_key"] = .string(c.field)
             o["replication_key_value"] = c.value.map { .string($0) } ?? .null
         }
-        if let version, case .load = state { o["version"] = .number(String(version)) }
+        if let version, case .load = state { o["table_version"] = .number(String(version)) }
         return .object(o)
     }
 
