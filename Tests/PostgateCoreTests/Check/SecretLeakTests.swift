@@ -58,7 +58,12 @@ import Testing
                 #expect(!r.stdout.isEmpty, "every run says something on stdout")
                 runs += 1
             }
+            // Singer mode: its stdout carries a catalog or nothing; a failure is told on stderr.
+            let r = try CLI.run(["--config", path, "--discover"], environment: ["POSTGATE_LOG_LEVEL": "trace"])
+            #expect(r.stdout.hasPrefix(#"{"streams":"#) || (r.status != 0 && r.stdout.isEmpty && r.stderr.contains("postgate: error:")),
+                    "Singer discover prints a catalog, or fails on stderr alone")
+            runs += 1
         }
-        #expect(runs == configs.count * 2)
+        #expect(runs == configs.count * 3)
     }
 }

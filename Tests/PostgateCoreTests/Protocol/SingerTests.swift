@@ -199,3 +199,31 @@ extension JSONValue {
         return ["streams": .array(streams)]
     }
 }
+
+/// Singer mode from the command line: its stdout carries Singer messages only, so failures are
+/// told on stderr with a non-zero exit and no Airbyte TRACE.
+@Suite struct SingerCommandTests {
+    @Test func aboutUsageAndCatalogErrors() throws {
+        let about = try CLI.run(["--about"])
+        #expect(about.status == 0)
+        #expect(try JSONParser.parse(Array(about.stdout.utf8).filter { $0 != 0x0a })["capabilities"]?.arrayValue?.contains("discover") == true)
+
+        let config = try CLI.writeConfig(try Lab.load().readerConfig())
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let usage = try CLI.run(["--config", config])
+        #expect(usage.status == 64 && usage.stdout.isEmpty)
+        #expect(usage.stderr.contains("give exactly one of --discover, --catalog or --properties"))
+
+        let catalog = FileManager.default.temporaryDirectory.appendingPathComponent("singer-\(UUID().uuidString).json").path
+        defer { try? FileManager.default.removeItem(atPath: catalog) }
+        let logBased = SingerTests.selected(SingerCatalog.catalog([SingerTests.users()], method: .standard), top: ["replication-method": "LOG_BASED"])
+        try Data(logBased.jsonText.utf8).write(to: URL(fileURLWithPath: catalog))
+        let bad = try CLI.run(["--config", config, "--catalog", catalog])
+        #expect(bad.status != 0 && bad.stdout.isEmpty, "no TRACE (or anything) on a Singer tap's stdout")
+        #expect(bad.stderr.contains("`streams[0].metadata[0].metadata.replication-method`: is LOG_BASED"))
+
+        try Data("{\"streams\": [".utf8).write(to: URL(fileURLWithPath: catalog))
+        let syntax = try CLI.run(["--config", config, "--properties", catalog])
+        #expect(syntax.status != 0 && syntax.stdout.isEmpty && syntax.stderr.contains(catalog))
+    }
+}
