@@ -80,19 +80,32 @@ public final class CDCReader {
         let slotName = cdc.replicationSlot
         try ensureReplicaIdentity(all, conn: conn)
         let slotQuery = """
-            SELECT confirmed_flush_lsn::text AS c, plugin, database,
+            SELECT confirmed_flush_lsn::text AS c, plugin, database, wal_status,
                    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS w
             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1
             """
         var slot = try conn.query(slotQuery, [slotName])
-        if slot.rowCount == 0 && cdc.createSlot && state == nil {
+        var recreated = false
+        let found: SlotRecovery.Slot = slot.rowCount == 0 ? .missing : slot.string(0, "wal_status") == "lost" ? .lost : .usable
+        switch SlotRecovery.decide(slot: found, name: slotName, saved: state?.lsn, behaviour: cdc.invalidCursorBehaviour, createSlot: cdc.createSlot) {
+        case .use:
+            break
+        case .create:
             // The slot's exported snapshot is exactly its start: no filter is needed.
             try createSlotAndSnapshot(all, conn: conn)
             slot = try conn.query(slotQuery, [slotName])
+        case .recreate(let drop, let why):
+            log(.warning, "CDC: \(why); recreating the slot and loading every CDC stream again (invalid_cdc_cursor_position_behavior is \"Re-sync data\", create_slot is on)")
+            if drop { try conn.query("SELECT pg_drop_replication_slot($1)", [slotName]) }
+            // What the destination holds may include rows deleted meanwhile: it is replaced by the new load.
+            for s in all { try sink.truncate(s.id) }
+            try createSlotAndSnapshot(all, conn: conn)
+            slot = try conn.query(slotQuery, [slotName])
+            recreated = true
+        case .fail(let error):
+            throw error
         }
-        guard slot.rowCount == 1 else {
-            throw SnapshotReader.ReadError(message: "replication slot \"\(slotName)\" does not exist; create it with SELECT pg_create_logical_replication_slot(\(PGConnection.quoteLiteral(slotName)), 'pgoutput'); or set replication_method.create_slot (postgate check explains every CDC prerequisite)")
-        }
+        guard slot.rowCount == 1 else { throw CDCError.slotMissing(slot: slotName) }
         guard slot.string(0, "plugin") == "pgoutput" else {
             throw SnapshotReader.ReadError(message: "replication slot \"\(slotName)\" uses plugin \(slot.string(0, "plugin") ?? "?"); Postgate needs pgoutput")
         }
@@ -100,6 +113,8 @@ public final class CDCReader {
         guard let written = slot.string(0, "w").flatMap(LSN.init) else {
             throw SnapshotReader.ReadError(message: "CDC: could not read the server's WAL position")
         }
+        // A recreated slot is read from its own start with a fresh state; the saved one is void.
+        let state = recreated ? nil : state
         try SlotPosition.checkResume(state: state?.lsn, origin: stateOrigin, slotConfirmed: confirmed, serverWritten: written, slot: slotName)
         var current = state ?? createdState ?? CDCState(lsn: confirmed, filters: [], snapshotted: [])
         if let s = state, s.lsn < confirmed {
@@ -109,6 +124,7 @@ public final class CDCReader {
                 throw SnapshotReader.ReadError(message: "CDC: \(why). Rerun without --state to load the streams again, or set replication_method.invalid_cdc_cursor_position_behavior to \"Re-sync data\" to do that automatically.")
             case .resync:
                 log(.warning, "CDC: \(why); loading every stream again (invalid_cdc_cursor_position_behavior is \"Re-sync data\")")
+                for s in all { try sink.truncate(s.id) }
                 current = CDCState(lsn: confirmed, filters: [], snapshotted: [])
             }
         }
@@ -155,7 +171,11 @@ public final class CDCReader {
         // 2. Changes from the slot, up to a marker written now (or, following, until asked to stop).
         lastEmitted = current
         runStart = current.lsn
-        try streamReconnecting(all, conn: conn, state: &current)
+        do {
+            try streamReconnecting(all, conn: conn, state: &current)
+        } catch let e as PostgresError where e.sqlState == "55000" && e.message.contains("can no longer get changes from replication slot") {
+            throw CDCError.slotInvalidated(slot: slotName, detail: e.detail ?? e.message)
+        }
         for s in all { try sink.status(s.id, current.backfills[s.id] == nil ? .complete : .incomplete) }
         if !current.backfills.isEmpty {
             throw CDCError.initialLoadTimeout(hours: cdc.initialLoadTimeoutHours, streams: current.backfills.keys.sorted().map(\.description))
@@ -829,9 +849,22 @@ public enum CDCError: Error, UserFacingError, CustomStringConvertible {
     case slotAheadOfServer(slot: String, confirmed: LSN, written: LSN)
     case serverLost(seconds: Int, last: String)
     case initialLoadTimeout(hours: Double, streams: [String])
+    case slotMissing(slot: String)
+    case slotGone(why: String, createSlot: Bool)
+    case slotGoneNeedsCreate(why: String)
+    /// The server refused to stream from the slot: it was invalidated while in use.
+    case slotInvalidated(slot: String, detail: String)
 
     public var description: String {
         switch self {
+        case .slotMissing(let slot):
+            return "replication slot \"\(slot)\" does not exist; create it with SELECT pg_create_logical_replication_slot(\(PGConnection.quoteLiteral(slot)), 'pgoutput'); or set replication_method.create_slot (postgate check explains every CDC prerequisite)"
+        case .slotGone(let why, let createSlot):
+            return "CDC: \(why). Nothing was read and the destination is unchanged. To load every stream again into a new slot, set replication_method.invalid_cdc_cursor_position_behavior to \"Re-sync data\"\(createSlot ? "" : " and replication_method.create_slot to true"), or recreate the slot yourself and run again without the saved state"
+        case .slotGoneNeedsCreate(let why):
+            return "CDC: \(why). Re-syncing needs a new slot: set replication_method.create_slot to true (or drop and create the slot yourself, then run again without the saved state)"
+        case .slotInvalidated(let slot, let detail):
+            return "CDC: the server can no longer stream from replication slot \"\(slot)\" (\(detail)): it was invalidated while in use, usually because it fell more than max_slot_wal_keep_size behind. Everything applied was committed. Run again: with invalid_cdc_cursor_position_behavior \"Re-sync data\" and create_slot, the slot is recreated and every stream loaded again; raise max_slot_wal_keep_size (or -1) so that it does not happen again"
         case .aheadOfServer(let origin, let saved, let written):
             return "CDC: the position \(saved) in \(origin) is ahead of the server's WAL, which ends at \(written): the state belongs to another server or database, or was edited. Nothing was confirmed to the replication slot. Remove that state (or point it at the right server) to load the streams again"
         case .slotAheadOfServer(let slot, let confirmed, let written):
@@ -845,8 +878,8 @@ public enum CDCError: Error, UserFacingError, CustomStringConvertible {
     public var userMessage: String { description }
     public var failureType: String {
         switch self {
-        case .aheadOfServer, .slotAheadOfServer: return "config_error"
-        case .serverLost, .initialLoadTimeout: return "transient_error"
+        case .aheadOfServer, .slotAheadOfServer, .slotMissing, .slotGone, .slotGoneNeedsCreate: return "config_error"
+        case .serverLost, .initialLoadTimeout, .slotInvalidated: return "transient_error"
         }
     }
 }

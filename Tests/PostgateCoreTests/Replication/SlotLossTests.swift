@@ -1,0 +1,127 @@
+import Foundation
+import GRDB
+import Testing
+@testable import PostgateCore
+
+/// What a run does with a slot that is gone or invalidated: the pure decision, then against a
+/// server of the test's own (invalidating a slot changes `max_slot_wal_keep_size`, which the
+/// shared lab's other slots must not feel).
+@Suite struct SlotRecoveryDecisionTests {
+    static func kind(_ r: SlotRecovery) -> String {
+        switch r {
+        case .use: return "use"
+        case .create: return "create"
+        case .recreate(let drop, _): return drop ? "drop+create" : "create-again"
+        case .fail(let e): return "fail: \(e.description)"
+        }
+    }
+
+    @Test func decisions() {
+        let at = LSN(0x1000)
+        func d(_ slot: SlotRecovery.Slot, _ saved: LSN?, _ b: CDCSettings.InvalidCursorBehaviour, _ create: Bool) -> String {
+            Self.kind(SlotRecovery.decide(slot: slot, name: "s", saved: saved, behaviour: b, createSlot: create))
+        }
+        #expect(d(.usable, at, .failSync, false) == "use")
+        #expect(d(.missing, nil, .failSync, true) == "create")
+        #expect(d(.missing, nil, .failSync, false).contains("does not exist"))
+        #expect(d(.missing, at, .resync, true) == "create-again")
+        #expect(d(.missing, at, .failSync, true).contains("is gone"))
+        #expect(d(.missing, at, .failSync, true).contains("destination is unchanged"))
+        #expect(d(.missing, at, .resync, false).contains("set replication_method.create_slot to true"))
+        #expect(d(.lost, at, .failSync, true).contains("max_slot_wal_keep_size"))
+        #expect(d(.lost, at, .resync, true) == "drop+create")
+        #expect(d(.lost, nil, .failSync, true) == "drop+create", "nothing saved: nothing to lose by starting over")
+        #expect(d(.lost, at, .resync, false).contains("create_slot"))
+    }
+}
+
+@Suite(.serialized) struct SlotLossTests {
+    static func sync(_ p: PrivateCDC, _ db: String, _ extra: JSONObject = [:]) throws -> CLIResult {
+        var config = p.config
+        if case .object(var m)? = config["replication_method"] {
+            for (k, v) in extra.entries { m[k] = v }
+            config["replication_method"] = .object(m)
+        }
+        return try CLI.run(["sync", "--config", try CLI.writeConfig(config), "--destination", "sqlite:" + db])
+    }
+
+    static let resync: JSONObject = ["invalid_cdc_cursor_position_behavior": "Re-sync data", "create_slot": true]
+
+    /// Changes made while the slot could not keep them (deletes among them) must not be lost: the
+    /// re-sync loads every stream again into a new slot and the destination ends equal to the source.
+    static func changeWhileUnreadable(_ p: PrivateCDC) throws {
+        try p.admin.query("DELETE FROM app.a WHERE id <= 10; UPDATE app.a SET v = 'changed' WHERE id = 11; INSERT INTO app.a VALUES (1001, 'late')")
+    }
+
+    @Test func anInvalidatedSlotFailsOrIsRecreatedAndEverythingReloaded() throws {
+        let p = try PrivateCDC()
+        try FileManager.default.createDirectory(atPath: p.dir, withIntermediateDirectories: true)
+        try p.admin.query("INSERT INTO app.a SELECT g, 'v' || g FROM generate_series(1, 500) g")
+        let db = p.dir + "/d.db"
+        let first = try Self.sync(p, db)
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(PrivateCDC.destRows(db) == (try p.sourceRows(p.admin)))
+
+        // A writer keeps changing the table while WAL for other tables piles up past a small
+        // max_slot_wal_keep_size; checkpoints then remove WAL the slot needs.
+        try p.admin.query("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        try p.admin.query("SELECT pg_reload_conf()")
+        try Self.changeWhileUnreadable(p)
+        var lost = false
+        for i in 0..<12 where !lost {
+            try p.admin.query("INSERT INTO app.a VALUES (\(2000 + i), 'during')")
+            try p.admin.query("INSERT INTO other.big SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g")
+            try p.admin.query("SELECT pg_switch_wal()")
+            try p.admin.query("CHECKPOINT")
+            lost = try p.admin.query("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", [p.slot]).string(0, "wal_status") == "lost"
+        }
+        try #require(lost, "the slot was not invalidated")
+        let before = PrivateCDC.destRows(db)
+
+        let refused = try Self.sync(p, db)
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("invalidated") && refused.stderr.contains("max_slot_wal_keep_size"), "\(refused.stderr)")
+        #expect(refused.stderr.contains("Re-sync data"), "says how to recover: \(refused.stderr)")
+        #expect(PrivateCDC.destRows(db) == before, "a refused run changes nothing")
+
+        let recovered = try Self.sync(p, db, Self.resync)
+        #expect(recovered.status == 0, "\(recovered.stderr)")
+        #expect(recovered.stderr.contains("recreating the slot"), "\(recovered.stderr)")
+        #expect(PrivateCDC.destRows(db) == (try p.sourceRows(p.admin)), "the destination equals the source after the re-sync")
+        let status = try p.admin.query("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", [p.slot]).string(0, "wal_status")
+        #expect(status != nil && status != "lost", "a new slot is in place (\(status ?? "none"))")
+
+        // And CDC goes on from the new slot.
+        try p.admin.query("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        try p.admin.query("SELECT pg_reload_conf()")
+        try p.admin.query("DELETE FROM app.a WHERE id = 12; INSERT INTO app.a VALUES (3000, 'after')")
+        let next = try Self.sync(p, db, Self.resync)
+        #expect(next.status == 0, "\(next.stderr)")
+        #expect(!next.stderr.contains("recreating"))
+        #expect(PrivateCDC.destRows(db) == (try p.sourceRows(p.admin)))
+    }
+
+    @Test func aDroppedSlotFailsOrIsRecreatedAndEverythingReloaded() throws {
+        let p = try PrivateCDC()
+        try FileManager.default.createDirectory(atPath: p.dir, withIntermediateDirectories: true)
+        try p.admin.query("INSERT INTO app.a SELECT g, 'v' || g FROM generate_series(1, 300) g")
+        let db = p.dir + "/d.db"
+        let first = try Self.sync(p, db)
+        #expect(first.status == 0, "\(first.stderr)")
+
+        try p.admin.query("SELECT pg_drop_replication_slot($1)", [p.slot])
+        try Self.changeWhileUnreadable(p)
+        let before = PrivateCDC.destRows(db)
+
+        let refused = try Self.sync(p, db)
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("is gone") && refused.stderr.contains("Re-sync data"), "\(refused.stderr)")
+        #expect(PrivateCDC.destRows(db) == before)
+        let withoutCreate = try Self.sync(p, db, ["invalid_cdc_cursor_position_behavior": "Re-sync data"])
+        #expect(withoutCreate.status != 0 && withoutCreate.stderr.contains("create_slot"), "\(withoutCreate.stderr)")
+
+        let recovered = try Self.sync(p, db, Self.resync)
+        #expect(recovered.status == 0, "\(recovered.stderr)")
+        #expect(PrivateCDC.destRows(db) == (try p.sourceRows(p.admin)), "rows deleted while the slot was gone are gone from the destination")
+    }
+}
