@@ -193,7 +193,7 @@ public struct ConnectionCheck {
         }
         let slotLiteral = PGConnection.quoteLiteral(cdc.replicationSlot)
         let slot = try conn.query("""
-            SELECT plugin, slot_type, database, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 AS retained
+            SELECT plugin, slot_type, database, wal_status, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 AS retained
             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1
             """, [cdc.replicationSlot])
         if slot.rowCount == 0 {
@@ -209,6 +209,13 @@ public struct ConnectionCheck {
                     setting: "replication_method.replication_slot",
                     fix: "SELECT pg_drop_replication_slot(\(slotLiteral)); SELECT pg_create_logical_replication_slot(\(slotLiteral), 'pgoutput');"))
             }
+            if slot.string(0, "wal_status") == "lost" {
+                report.failures.append(Finding(
+                    step: .replication, message: "replication slot \"\(cdc.replicationSlot)\" was invalidated (wal_status 'lost'): it fell more than max_slot_wal_keep_size behind and the server removed WAL it needed.",
+                    setting: "replication_method.replication_slot",
+                    fix: "set replication_method.invalid_cdc_cursor_position_behavior to \"Re-sync data\" and create_slot to true (the next run recreates the slot and loads every stream again), or SELECT pg_drop_replication_slot(\(slotLiteral)); SELECT pg_create_logical_replication_slot(\(slotLiteral), 'pgoutput'); and run without the saved state"))
+            }
+            try checkSlotHolders(conn, report: &report)
             if let retained = slot.int(0, "retained") {
                 let mb = Double(retained) / 1_048_576
                 var note = String(format: "Slot \"%@\" retains %.1f MiB of WAL.", cdc.replicationSlot, mb)
@@ -266,6 +273,48 @@ public struct ConnectionCheck {
         }
         if report.failures.isEmpty {
             report.notes.append("CDC: wal_level is logical, slot \"\(cdc.replicationSlot)\" uses pgoutput, and the user may replicate.")
+        }
+    }
+
+    /// Seconds after which an open transaction is named as holding the slot back
+    /// (`POSTGATE_LONG_TX_SECONDS`, default 300).
+    static var longTransactionSeconds: Int {
+        ProcessInfo.processInfo.environment["POSTGATE_LONG_TX_SECONDS"].flatMap(Int.init).map { max(1, $0) } ?? 300
+    }
+
+    /// Names the long-running and prepared transactions that keep the slot from releasing WAL
+    /// (logical decoding cannot move past the oldest transaction still open), and says what
+    /// bounds the WAL a slot may keep. Query texts are not shown: they may hold secrets.
+    private func checkSlotHolders(_ conn: PGConnection, report: inout Report) throws(PostgresError) {
+        let limit = Self.longTransactionSeconds
+        let open = try conn.query("""
+            SELECT pid, coalesce(usename, '?') AS usename, coalesce(datname, '?') AS datname, coalesce(application_name, '') AS app,
+                   coalesce(state, '?') AS state, extract(epoch FROM now() - xact_start)::int8 AS secs
+            FROM pg_catalog.pg_stat_activity
+            WHERE xact_start < now() - make_interval(secs => $1::int) AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+            ORDER BY xact_start LIMIT 10
+            """, [String(limit)])
+        let prepared = try conn.query("""
+            SELECT gid, owner, database, extract(epoch FROM now() - prepared)::int8 AS secs FROM pg_catalog.pg_prepared_xacts
+            WHERE prepared < now() - make_interval(secs => $1::int) ORDER BY prepared LIMIT 10
+            """, [String(limit)])
+        var holders: [String] = []
+        for r in 0..<open.rowCount {
+            let app = open.string(r, "app").map { $0.isEmpty ? "" : ", application \"\($0)\"" } ?? ""
+            holders.append("pid \(open.string(r, "pid") ?? "?") (user \(open.string(r, "usename") ?? "?"), database \(open.string(r, "datname") ?? "?")\(app), \(open.string(r, "state") ?? "?"), open for \(open.string(r, "secs") ?? "?") s)")
+        }
+        for r in 0..<prepared.rowCount {
+            holders.append("prepared transaction \"\(prepared.string(r, "gid") ?? "?")\" (owner \(prepared.string(r, "owner") ?? "?"), database \(prepared.string(r, "database") ?? "?"), prepared \(prepared.string(r, "secs") ?? "?") s ago)")
+        }
+        let keep = try conn.query("SHOW max_slot_wal_keep_size").string(0, 0) ?? "-1"
+        if !holders.isEmpty {
+            report.notes.append("WARNING: transactions open for more than \(limit) s hold the slot back (the WAL it retains grows until they end): \(holders.joined(separator: "; ")). End them (SELECT pg_terminate_backend(pid); or COMMIT PREPARED / ROLLBACK PREPARED 'gid'), and consider idle_in_transaction_session_timeout.")
+            logger.warning("\(holders.count) long-running transaction(s) hold the replication slot back")
+        }
+        if keep == "-1" {
+            report.notes.append("max_slot_wal_keep_size is -1: a slot that falls behind keeps WAL without bound, until the disk fills. To bound it: ALTER SYSTEM SET max_slot_wal_keep_size = '50GB'; SELECT pg_reload_conf(); with invalid_cdc_cursor_position_behavior \"Re-sync data\" and create_slot, a slot invalidated by that limit is recreated and the streams loaded again.")
+        } else {
+            report.notes.append("max_slot_wal_keep_size is \(keep): a slot that falls further behind is invalidated (then invalid_cdc_cursor_position_behavior decides: stop, or with create_slot recreate it and load again).")
         }
     }
 

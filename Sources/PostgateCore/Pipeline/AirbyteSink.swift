@@ -171,6 +171,11 @@ public final class AirbyteSink: ReadSink {
     public func flush() throws { try out.flush() }
 
     public func makeLane() -> RowLane { writer.makeLane() }
+
+    public func lag(_ lag: CDCLag) throws {
+        try out.emit(lag.trace)
+        try out.flush()
+    }
 }
 
 /// Writes CDC changes of one relation as RECORD lines. Unchanged TOASTed values are taken from the

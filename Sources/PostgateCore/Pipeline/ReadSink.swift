@@ -106,6 +106,8 @@ public protocol ReadSink: AnyObject {
     func restartLoad(_ stream: StreamID) throws
     /// A row buffer for one of several connections reading at once (see `RowLane`).
     func makeLane() -> RowLane
+    /// How far CDC is behind the server (reported periodically; already logged on stderr).
+    func lag(_ lag: CDCLag) throws
 }
 
 /// Rows of one connection of a parallel read, buffered apart from the others' and handed to the
@@ -124,4 +126,5 @@ extension ReadSink {
     public func presentKeys(_ shape: RowShape, copyText: UnsafeRawBufferPointer) throws {}
     public func presentKeysEnd(_ stream: StreamID) throws {}
     public func restartLoad(_ stream: StreamID) throws {}
+    public func lag(_ lag: CDCLag) throws {}
 }

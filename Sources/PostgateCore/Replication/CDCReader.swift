@@ -24,6 +24,15 @@ public final class CDCReader {
     let logger: Logger
     static let markerPrefix = "postgate-marker"
     static let watermarkPrefix = "postgate-chunk"
+    static let heartbeatPrefix = "postgate-heartbeat"
+    /// Seconds between lag reports (`POSTGATE_LAG_REPORT_SECONDS`, default 30).
+    static var lagReportInterval: Double {
+        ProcessInfo.processInfo.environment["POSTGATE_LAG_REPORT_SECONDS"].flatMap(Double.init).map { max(0.2, $0) } ?? 30
+    }
+    /// Seconds between heartbeats while following (`POSTGATE_HEARTBEAT_SECONDS`, default 10).
+    static var heartbeatInterval: Double {
+        ProcessInfo.processInfo.environment["POSTGATE_HEARTBEAT_SECONDS"].flatMap(Double.init).map { max(0.5, $0) } ?? 10
+    }
 
     struct Stream {
         var configured: ConfiguredStream
@@ -333,10 +342,16 @@ public final class CDCReader {
         var inTx = false
         var skipTx = false
         var commitTime = ""
+        var commitMicros: Int64 = 0
         var lastChange = Date()
         var done = false
         let idleLimit = Double(cdc.initialWaitingSeconds)
         var lastHeartbeat = Date()
+        var builtInHeartbeat = cdc.heartbeatActionQuery == nil
+        let heartbeatInterval = Self.heartbeatInterval
+        var meter = LagMeter()
+        var lastLagReport = Date()
+        let lagInterval = Self.lagReportInterval
         /// The server's WAL end from a keepalive that came while nothing was pending: every
         /// transaction committed before it has been received, so a state there loses nothing.
         var idleEnd: LSN?
@@ -351,23 +366,28 @@ public final class CDCReader {
                 switch try ReplicationFrame.decode(bytes) {
                 case .keepalive(let walEnd, _, let reply):
                     position.receive(walEnd)
+                    meter.server(walEnd)
+                    if !inTx && sinceState == 0 { meter.caughtUp(walEnd) }
                     if follow && !inTx && sinceState == 0 && walEnd > current.lsn { idleEnd = walEnd }
                     try confirmDurable()
                     if reply { try report() }
-                case .xlogData(let walStart, _, _, let payload):
+                case .xlogData(let walStart, let serverEnd, _, let payload):
                     lastChange = Date()
+                    meter.server(serverEnd)
                     switch try PgOutputDecoder.decode(payload) {
                     case .begin(_, let time, let xid):
                         inTx = true
                         txXid = xid
                         idleEnd = nil
                         commitTime = ReplicationFrame.isoTimestamp(time)
+                        commitMicros = time
                         skipTx = false
                         for f in current.filters where f.contains(xid: xid) { skipTx = true }
                         // A transaction in a snapshot is skipped only for the streams that snapshot covered.
                         skipFor = skipTx ? Set(current.filters.filter { $0.contains(xid: xid) }.flatMap(\.streams)) : []
                     case .commit(_, _, let end, _):
                         inTx = false
+                        meter.applied(end, commitUnix: Double(commitMicros) / 1_000_000 + 946_684_800)
                         if !fills.isEmpty { committedXids.append(txXid) }
                         current.lsn = end
                         position.receive(end)
@@ -457,9 +477,27 @@ public final class CDCReader {
             } else if !got && fills.isEmpty && Date().timeIntervalSince(lastChange) > idleLimit {
                 break
             }
-            if let q = cdc.heartbeatActionQuery, Date().timeIntervalSince(lastHeartbeat) > 10 {
+            if let q = cdc.heartbeatActionQuery, Date().timeIntervalSince(lastHeartbeat) > heartbeatInterval {
                 _ = try? conn.query(q)
                 lastHeartbeat = Date()
+            } else if follow, builtInHeartbeat, !inTx, Date().timeIntervalSince(lastHeartbeat) > heartbeatInterval,
+                      Date().timeIntervalSince(lastChange) > heartbeatInterval {
+                // A logical message (no table) moves the slot's stream on while published tables are idle.
+                do {
+                    try Self.writeMessage(conn, prefix: Self.heartbeatPrefix, id: ReplicationFrame.isoTimestamp(ReplicationFrame.postgresMicros(Date())))
+                } catch {
+                    builtInHeartbeat = false
+                    log(.warning, "CDC: the built-in heartbeat (pg_logical_emit_message) failed (\(error)); set heartbeat_action_query to keep the slot moving while the published tables are idle")
+                }
+                lastHeartbeat = Date()
+            }
+            if Date().timeIntervalSince(lastLagReport) >= lagInterval {
+                lastLagReport = Date()
+                if !inTx && sinceState == 0 && fills.isEmpty { meter.caughtUp(current.lsn) }
+                let retained = try? conn.query("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 AS r FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", [cdc.replicationSlot]).int(0, "r")
+                let lag = meter.lag(now: Date().timeIntervalSince1970, retained: retained ?? nil)
+                logger.info("\(lag.line)")
+                try sink.lag(lag)
             }
         }
         try emitState(current)

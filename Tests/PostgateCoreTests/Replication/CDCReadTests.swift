@@ -37,8 +37,8 @@ final class CDCFixture {
 
     func catalog(_ names: [String]) -> JSONValue { f.catalog(names.map { ($0, "incremental", nil) }) }
 
-    func read(_ names: [String], state: ReadOutput? = nil, config: JSONObject? = nil) throws -> (CLIResult, ReadOutput) {
-        try f.read(config: config ?? self.config(), catalog: catalog(names), state: state.map { $0.stdoutTranscript })
+    func read(_ names: [String], state: ReadOutput? = nil, config: JSONObject? = nil, environment: [String: String] = [:]) throws -> (CLIResult, ReadOutput) {
+        try f.read(config: config ?? self.config(), catalog: catalog(names), state: state.map { $0.stdoutTranscript }, environment: environment)
     }
 }
 

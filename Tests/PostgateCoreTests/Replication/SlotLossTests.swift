@@ -77,6 +77,8 @@ import Testing
         }
         try #require(lost, "the slot was not invalidated")
         let before = PrivateCDC.destRows(db)
+        let check = try Self.checkMessage(p)
+        #expect(check.contains("invalidated (wal_status 'lost')") && check.contains("max_slot_wal_keep_size is 1MB"), "\(check)")
 
         let refused = try Self.sync(p, db)
         #expect(refused.status != 0)
@@ -99,6 +101,29 @@ import Testing
         #expect(next.status == 0, "\(next.stderr)")
         #expect(!next.stderr.contains("recreating"))
         #expect(PrivateCDC.destRows(db) == (try p.sourceRows(p.admin)))
+    }
+
+    static func checkMessage(_ p: PrivateCDC, environment: [String: String] = [:]) throws -> String {
+        let r = try CLI.run(["check", "--config", try CLI.writeConfig(p.config)], environment: environment)
+        return r.messages.first?["connectionStatus"]?["message"]?.stringValue ?? r.stdout
+    }
+
+    /// `check` names the transactions that hold the slot back (never their query text) and says
+    /// what bounds the WAL a slot keeps.
+    @Test func checkNamesLongTransactionsHoldingTheSlot() throws {
+        let p = try PrivateCDC()
+        let quiet = try Self.checkMessage(p, environment: ["POSTGATE_LONG_TX_SECONDS": "1"])
+        #expect(!quiet.contains("hold the slot back"), "\(quiet)")
+        #expect(quiet.contains("max_slot_wal_keep_size is -1"), "\(quiet)")
+        let holder = try p.server.connection()
+        try holder.query("BEGIN")
+        try holder.query("SELECT pg_current_xact_id(), 'a secret literal in the query text'")
+        let pid = try #require(try holder.query("SELECT pg_backend_pid()::text AS p").string(0, "p"))
+        sleep(2)
+        let message = try Self.checkMessage(p, environment: ["POSTGATE_LONG_TX_SECONDS": "1"])
+        #expect(message.contains("hold the slot back") && message.contains("pid \(pid)") && message.contains("pg_terminate_backend"), "\(message)")
+        #expect(!message.contains("a secret literal"), "query texts are not shown")
+        try holder.query("ROLLBACK")
     }
 
     @Test func aDroppedSlotFailsOrIsRecreatedAndEverythingReloaded() throws {

@@ -70,12 +70,12 @@ final class Fixture {
     }
 
     /// Runs `read`; `state` is the text of a state file.
-    func read(config: JSONObject, catalog: JSONValue, state: String? = nil) throws -> (CLIResult, ReadOutput) {
+    func read(config: JSONObject, catalog: JSONValue, state: String? = nil, environment: [String: String] = [:]) throws -> (CLIResult, ReadOutput) {
         let cfg = try CLI.writeConfig(config)
         let cat = try CLI.writeTemp(catalog.jsonText, suffix: ".json")
         var args = ["read", "--config", cfg, "--catalog", cat]
         if let state { args += ["--state", try CLI.writeTemp(state, suffix: ".json")] }
-        let r = try CLI.run(args)
+        let r = try CLI.run(args, environment: environment)
         return (r, ReadOutput(text: r.stdout))
     }
 

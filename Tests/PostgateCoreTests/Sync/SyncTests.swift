@@ -184,8 +184,9 @@ final class BackgroundSync: @unchecked Sendable {
     nonisolated(unsafe) var stderrText = ""
     let done = DispatchGroup()
 
-    init(config: String, destination: String, extra: [String] = []) throws {
+    init(config: String, destination: String, extra: [String] = [], environment: [String: String] = [:]) throws {
         process.executableURL = URL(fileURLWithPath: CLI.binary)
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new } }
         process.arguments = ["sync", "--config", config, "--destination", destination] + extra
         process.standardOutput = FileHandle.nullDevice
         process.standardError = errPipe
