@@ -400,7 +400,15 @@ public final class CDCReader {
                             lastState = Date()
                         }
                     case .relation(let oid, let ns, let name, _, let cols):
-                        let stream = byID[StreamID(namespace: ns, name: name)]
+                        // A partition's changes (a publication without publish_via_partition_root)
+                        // belong to its partitioned table's stream, partitions made since included.
+                        let leaf = StreamID(namespace: ns, name: name)
+                        var stream = byID[leaf]
+                        if stream == nil {
+                            let first = partitionRoots[oid] == nil
+                            stream = try partitionRoot(oid, conn: conn).flatMap { byID[$0] }
+                            if first, let s = stream { log(.info, "CDC: changes of partition \(leaf) are read as stream \(s.id)") }
+                        }
                         if let s = stream { reportColumnChanges(s, previous: relations[oid]?.columns.map(\.name), cols) }
                         relations[oid] = try relation(stream, cols, conn: conn, types: &typeCache)
                     case .insert(let rel, let new):
@@ -812,6 +820,22 @@ public final class CDCReader {
         let keyIndexes = s.keyColumns.compactMap { positions[$0.name] }
         return Relation(stream: s, columns: cols, shape: RowShape(stream: s.id, columns: columns),
                         keyIndexes: keyIndexes.count == s.keyColumns.count && !keyIndexes.isEmpty ? keyIndexes : nil)
+    }
+
+    /// Partitioned tables of partitions seen in Relation messages, by the partition's oid.
+    private var partitionRoots: [UInt32: StreamID?] = [:]
+
+    /// The partitioned table at the top of relation `oid`'s partition tree (nil for a table that
+    /// is not a partition).
+    private func partitionRoot(_ oid: UInt32, conn: PGConnection) throws -> StreamID? {
+        if let known = partitionRoots[oid] { return known }
+        let r = try conn.query("""
+            SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.oid = pg_catalog.pg_partition_root($1::oid) AND c.oid <> $1::oid
+            """, [String(oid)])
+        let root = r.rowCount == 1 ? r.string(0, "nspname").flatMap { ns in r.string(0, "relname").map { StreamID(namespace: ns, name: $0) } } : nil
+        partitionRoots[oid] = .some(root)
+        return root
     }
 
     /// Logs columns added or dropped since the previous Relation message (or, for the first one,
