@@ -215,7 +215,9 @@ public struct ConnectionCheck {
                     setting: "replication_method.replication_slot",
                     fix: "set replication_method.invalid_cdc_cursor_position_behavior to \"Re-sync data\" and create_slot to true (the next run recreates the slot and loads every stream again), or SELECT pg_drop_replication_slot(\(slotLiteral)); SELECT pg_create_logical_replication_slot(\(slotLiteral), 'pgoutput'); and run without the saved state"))
             }
-            try checkSlotHolders(conn, report: &report)
+            do { try checkSlotHolders(conn, report: &report) } catch {
+                report.notes.append("Could not look for transactions holding the slot back: \(error.description)")
+            }
             if let retained = slot.int(0, "retained") {
                 let mb = Double(retained) / 1_048_576
                 var note = String(format: "Slot \"%@\" retains %.1f MiB of WAL.", cdc.replicationSlot, mb)
@@ -292,6 +294,7 @@ public struct ConnectionCheck {
                    coalesce(state, '?') AS state, extract(epoch FROM now() - xact_start)::int8 AS secs
             FROM pg_catalog.pg_stat_activity
             WHERE xact_start < now() - make_interval(secs => $1::int) AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+              AND backend_xid IS NOT NULL
             ORDER BY xact_start LIMIT 10
             """, [String(limit)])
         let prepared = try conn.query("""

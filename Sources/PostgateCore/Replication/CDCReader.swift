@@ -347,7 +347,8 @@ public final class CDCReader {
         var done = false
         let idleLimit = Double(cdc.initialWaitingSeconds)
         var lastHeartbeat = Date()
-        var builtInHeartbeat = cdc.heartbeatActionQuery == nil
+        // A standby cannot write WAL: no built-in heartbeat there.
+        var builtInHeartbeat = cdc.heartbeatActionQuery == nil && (try? conn.query("SELECT pg_is_in_recovery() AS r").bool(0, "r")) == false
         let heartbeatInterval = Self.heartbeatInterval
         var meter = LagMeter()
         var lastLagReport = Date()
@@ -494,6 +495,8 @@ public final class CDCReader {
                 do {
                     try Self.writeMessage(conn, prefix: Self.heartbeatPrefix, id: ReplicationFrame.isoTimestamp(ReplicationFrame.postgresMicros(Date())))
                 } catch {
+                    // The failed statement left the session in an aborted transaction block.
+                    _ = try? conn.query("ROLLBACK")
                     builtInHeartbeat = false
                     log(.warning, "CDC: the built-in heartbeat (pg_logical_emit_message) failed (\(error)); set heartbeat_action_query to keep the slot moving while the published tables are idle")
                 }

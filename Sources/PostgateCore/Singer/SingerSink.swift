@@ -74,8 +74,9 @@ public final class SingerSink: ReadSink {
                 ($0.name, SingerCatalog.propertySchema($0.kind.jsonSchema, nullable: !(keys.contains($0.name) && $0.notNull)))
             }))
             announced[stream] = plan.columns.map(\.name)
-            // A first load: the target makes the (empty) table now. A resumed one already did.
-            if plan.singer.method == .fullTable && state.version(of: plan.singer) == nil { try activateVersion(plan) }
+            // Only the first load ever begins with ACTIVATE_VERSION (the target makes the empty
+            // table); later ones swap versions at their end only.
+            if plan.singer.method == .fullTable && !state.hasVersion(plan.singer) { try activateVersion(plan) }
         case .complete:
             // Rows of older versions are gone at the source.
             if plan.singer.method == .fullTable { try activateVersion(plan) }

@@ -66,6 +66,11 @@ public struct SingerState: Sendable {
         return bm["table_version"]?.int64Value
     }
 
+    /// True when a version of the stream was ever loaded (its table exists at the target).
+    public func hasVersion(_ stream: SingerStream) -> Bool {
+        bookmarks[stream.tapStreamID]?["table_version"]?.int64Value != nil
+    }
+
     /// The bookmark of a stream's state.
     static func bookmark(_ state: StreamState, version: Int64?) -> JSONValue {
         guard case .object(var o) = state.json else { return state.json }
@@ -73,7 +78,15 @@ public struct SingerState: Sendable {
             o["replication_key"] = .string(c.field)
             o["replication_key_value"] = c.value.map { .string($0) } ?? .null
         }
-        if let version, case .load = state { o["table_version"] = .number(String(version)) }
+        // A load under way keeps its version to resume with; a completed one records it, so that
+        // later loads do not begin with an ACTIVATE_VERSION (which would retire the rows before
+        // their replacements arrive).
+        if let version {
+            switch state {
+            case .load, .fullRefreshComplete: o["table_version"] = .number(String(version))
+            case .incremental: break
+            }
+        }
         return .object(o)
     }
 

@@ -164,6 +164,14 @@ import Testing
         let bookmarks = try #require(lines[3]["value"]?["bookmarks"])
         #expect(bookmarks["other-stream"] == ["state_type": "full_refresh"], "a STATE holds every stream's bookmark")
         #expect(bookmarks["app-users"]?["state_type"] == "full_refresh")
+        #expect(bookmarks["app-users"]?["table_version"] == 99, "a completed load records its version")
+
+        // The next load begins without ACTIVATE_VERSION: the old rows stay until the new ones are in.
+        let after = try SingerState.parse(Array(lines[3]["value"]!.jsonText.utf8), file: "s")
+        let next = try OutputSinkTests.written(capacity: 4096) { out in
+            try SingerSink(out: out, plans: [.init(singer: stream, columns: Self.users().columns, version: 100)], state: after).status(stream.configured.id, .started)
+        }
+        #expect(try next.split(separator: 0x0a).map { try JSONParser.parse(Array($0))["type"]?.stringValue ?? "" } == ["SCHEMA"])
     }
 }
 
