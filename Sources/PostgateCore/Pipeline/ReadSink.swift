@@ -85,6 +85,9 @@ public protocol ReadSink: AnyObject {
     func change(_ shape: RowShape, _ change: Change) throws
     /// Every row of the stream was removed at the source (TRUNCATE).
     func truncate(_ stream: StreamID) throws
+    /// The stream's columns or table changed at the source, in order with its changes (CDC);
+    /// `type` is the column's type for an added or retyped column. Already logged by the reader.
+    func schemaChange(_ stream: StreamID, _ change: SchemaChange, type: PostgresType?) throws
     /// Everything before this is covered by `checkpoint`.
     func checkpoint(_ checkpoint: Checkpoint) throws
     /// Events since the last checkpoint are void: the reader reads again from that checkpoint.
@@ -127,4 +130,5 @@ extension ReadSink {
     public func presentKeysEnd(_ stream: StreamID) throws {}
     public func restartLoad(_ stream: StreamID) throws {}
     public func lag(_ lag: CDCLag) throws {}
+    public func schemaChange(_ stream: StreamID, _ change: SchemaChange, type: PostgresType?) throws {}
 }

@@ -139,6 +139,13 @@ public final class CDCReader {
         }
         // A position before the slot's start is served from the slot's start.
         if current.lsn < confirmed { current.lsn = confirmed }
+        // Each stream's columns as of the state (saved with it), or as the catalog has them now.
+        let catalog = try Self.catalogColumns(all.map(\.discovered.oid), conn: conn)
+        for s in all {
+            let cols = catalog[s.discovered.oid] ?? []
+            discoveredTypes[s.id] = Dictionary(cols.map { ($0.name, $0.typeOID) }, uniquingKeysWith: { a, _ in a })
+            if current.schemas[s.id] == nil { current.schemas[s.id] = SchemaTracker(columns: cols) }
+        }
 
         // 1. Initial loads. Tables with a primary key are read in chunks between changes (see
         // `readChunks`); the others in one snapshot whose visibility filters their changes.
@@ -148,6 +155,8 @@ public final class CDCReader {
         for id in current.backfills.keys where !selected.contains(id) { current.backfills[id] = nil }
         current.chunkFilters.removeAll { !selected.contains($0.stream) }
         current.snapshotted.formIntersection(selected)
+        for id in current.schemas.keys where !selected.contains(id) { current.schemas[id] = nil }
+        for s in all { live[s.id] = s }
         for s in all {
             guard let fill = current.backfills[s.id] else { continue }
             if let through = fill.loadedThrough, !(s.keyOrder?.valid(through) ?? false) {
@@ -244,6 +253,8 @@ public final class CDCReader {
                     }
                     emittedSinceState = false
                     current = lastEmitted
+                    dropped = droppedAtState
+                    reloads = []
                 }
                 lostSince = since
                 attempt += 1
@@ -269,6 +280,7 @@ public final class CDCReader {
 
     private func stream(_ streams: [Stream], conn: PGConnection, state current: inout CDCState, connected: () -> Void) throws {
         let byID = Dictionary(streams.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let byOID = Dictionary(streams.map { ($0.discovered.oid, $0) }, uniquingKeysWith: { a, _ in a })
         // Chunk connections of an earlier attempt may have died with the server.
         chunkConnections = []
         let repl = try factory.connect(replication: true)
@@ -328,6 +340,20 @@ public final class CDCReader {
             let id = UUID().uuidString
             try Self.writeMessage(conn, prefix: Self.watermarkPrefix, id: id)
             watermark = id
+        }
+        /// Reads a stream again between its changes (its table was rewritten): the destination's
+        /// rows are overwritten chunk by chunk, and deletes of keys not read yet go out meanwhile.
+        func reload(_ s: Stream) throws {
+            guard s.keyOrder != nil else {
+                log(.warning, "CDC: \(s.id)'s table was rewritten, so rows already synced may hold other values now; without an integer or uuid primary key it cannot be read again between its changes. Sync it again from scratch (remove its state) to be sure")
+                return
+            }
+            log(.info, "CDC: \(s.id) is read again (its table was rewritten at the source, so rows already synced may hold other values)")
+            current.backfills[s.id] = CDCState.Backfill(loadedThrough: nil, reload: true)
+            current.chunkFilters.removeAll { $0.stream == s.id }
+            current.snapshotted.remove(s.id)
+            if !fills.contains(where: { $0.id == s.id }) { fills.append(s) }
+            try scheduleChunks()
         }
         if fills.isEmpty { try sendMarker() } else { try scheduleChunks() }
         var lastState = Date()
@@ -393,6 +419,8 @@ public final class CDCReader {
                         current.lsn = end
                         position.receive(end)
                         current.passed(end)
+                        for id in reloads.sorted() { if let s = live[id] { try reload(s) } }
+                        reloads.removeAll()
                         if confirmWhileReading && position.confirm(end) { try report() }
                         // Following, a state goes out soon after each change so the destination commits it promptly.
                         if sinceState >= Int64(config.batchFetchLimit) || (follow && sinceState > 0 && Date().timeIntervalSince(lastState) >= 0.2) {
@@ -404,13 +432,22 @@ public final class CDCReader {
                         // A partition's changes (a publication without publish_via_partition_root)
                         // belong to its partitioned table's stream, partitions made since included.
                         let leaf = StreamID(namespace: ns, name: name)
-                        var stream = byID[leaf]
+                        // A table renamed at the source keeps its stream (and destination table).
+                        var stream = byOID[oid] ?? byID[leaf]
+                        if let s = stream, s.id != leaf, renamedTables.insert(oid).inserted {
+                            log(.info, "CDC: table \(s.id) is now called \(leaf) at the source; its changes are still read as stream \(s.id)")
+                        }
                         if stream == nil {
                             let first = partitionRoots[oid] == nil
                             stream = try partitionRoot(oid, conn: conn).flatMap { byID[$0] }
                             if first, let s = stream { log(.info, "CDC: changes of partition \(leaf) are read as stream \(s.id)") }
                         }
-                        if let s = stream { reportColumnChanges(s, previous: relations[oid]?.columns.map(\.name), cols) }
+                        if let s = stream { stream = dropped.contains(s.id) ? nil : live[s.id] ?? s }
+                        if let s = stream, var tracker = current.schemas[s.id] {
+                            let out = tracker.relation(cols)
+                            current.schemas[s.id] = tracker
+                            try applySchema(s, out, captured: false, conn: conn, types: &typeCache)
+                        }
                         relations[oid] = try relation(stream, cols, conn: conn, types: &typeCache)
                     case .insert(let rel, let new):
                         if let r = relations[rel], let s = r.stream, let shape = r.shape, !skipFor.contains(s.id) {
@@ -454,7 +491,10 @@ public final class CDCReader {
                             position.receive(at)
                             if current.lsn < at { current.lsn = at }
                             current.passed(at)
-                            done = true
+                            // A stream read again since the marker was written: its load goes on first.
+                            if fills.isEmpty { done = true } else { markerSent = false }
+                        } else if prefix == DDLCapture.prefix && inTx {
+                            try captured(content, byOID: byOID, byID: byID, fills: &fills, state: &current, conn: conn, types: &typeCache)
                         }
                     case .origin, .type:
                         break
@@ -580,17 +620,25 @@ public final class CDCReader {
         let stream: Stream
         let after: [String]?
         let through: [String]?
-        let shape: RowShape
-        let sql: String
+        var shape: RowShape
+        var sql: String
+        /// The table (quoted), and its columns (name, type oid) as the plan has them.
+        let table: String
+        let expected: [(String, UInt32)]
+        let replan: (PGConnection) throws -> (RowShape, String)
         var snapshot: CDCState.SnapshotFilter?
         var rows: Int64 = 0
 
-        init(stream: Stream, after: [String]?, through: [String]?, shape: RowShape, sql: String) {
+        init(stream: Stream, after: [String]?, through: [String]?, shape: RowShape, sql: String, table: String,
+             expected: [(String, UInt32)], replan: @escaping (PGConnection) throws -> (RowShape, String)) {
             self.stream = stream
             self.after = after
             self.through = through
             self.shape = shape
             self.sql = sql
+            self.table = table
+            self.expected = expected
+            self.replan = replan
         }
     }
 
@@ -615,10 +663,11 @@ public final class CDCReader {
     /// Whether a change to `key` of `s` by transaction `xid` goes out. Not while the key is beyond
     /// what the stream's chunked load has read (a later chunk reads the row as it is then), nor
     /// when a chunk read the key's range in a snapshot that saw the transaction.
-    func keyGoesOut(_ s: Stream, _ key: [String]?, xid: UInt32, state: CDCState) -> Bool {
+    func keyGoesOut(_ s: Stream, _ key: [String]?, xid: UInt32, state: CDCState, delete: Bool = false) -> Bool {
         guard let order = s.keyOrder, let key else { return true }
         if let fill = state.backfills[s.id] {
-            guard let through = fill.loadedThrough, !order.less(through, key) else { return false }
+            // While a stream is read again, the destination may hold a row no chunk will see.
+            guard let through = fill.loadedThrough, !order.less(through, key) else { return delete && fill.reload }
         }
         for f in state.chunkFilters where f.stream == s.id && f.snapshot.contains(xid: xid) && order.contains(key, after: f.after, through: f.through) {
             return false
@@ -637,13 +686,13 @@ public final class CDCReader {
         guard let idx = r.keyIndexes else { return change }
         switch change.kind {
         case .insert, .delete:
-            return keyGoesOut(s, Self.key(change.values, idx), xid: xid, state: state) ? change : nil
+            return keyGoesOut(s, Self.key(change.values, idx), xid: xid, state: state, delete: change.kind == .delete) ? change : nil
         case .update:
             let new = Self.key(change.values, idx)
             let old = change.old.flatMap { Self.key($0, idx) } ?? new
             let newOut = keyGoesOut(s, new, xid: xid, state: state)
             if old == new { return newOut ? change : nil }
-            let oldOut = keyGoesOut(s, old, xid: xid, state: state)
+            let oldOut = keyGoesOut(s, old, xid: xid, state: state, delete: true)
             if newOut { return change }
             guard oldOut, let oldValues = change.old else { return nil }
             return Change(kind: .delete, values: oldValues, old: nil, keyOnly: change.oldKeyOnly, lsn: change.lsn, time: change.time)
@@ -712,8 +761,24 @@ public final class CDCReader {
                 var conditions: [String] = []
                 if let after { conditions.append("\(Self.keySQL(s)) > \(Self.keyLiteral(s, after))") }
                 if let through { conditions.append("\(Self.keySQL(s)) <= \(Self.keyLiteral(s, through))") }
-                let sql = "COPY (SELECT \(plan.selectList) FROM \(table)\(conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND "))) TO STDOUT"
-                chunks.append(Chunk(stream: s, after: after, through: through, shape: plan.shape, sql: sql))
+                let whereSQL = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
+                let sql = "COPY (SELECT \(plan.selectList) FROM \(table)\(whereSQL)) TO STDOUT"
+                let types = discoveredTypes[s.id] ?? [:]
+                let expected = s.discovered.columns.map { ($0.name, types[$0.name] ?? 0) }
+                // The table's columns changed since they were last looked at: the chunk is
+                // planned again from the catalog as its transaction sees it.
+                let replan: (PGConnection) throws -> (RowShape, String) = { [config, sink, logger] c in
+                    var ds = s.discovered
+                    if let now = try Discovery.discover(c, schemas: [ds.schema]).first(where: { $0.oid == ds.oid }) { ds.columns = now.columns }
+                    var cs = s.configured
+                    if let sel = cs.selectedColumns {
+                        let have = Set(ds.columns.map(\.name))
+                        cs.selectedColumns = sel.filter(have.contains)
+                    }
+                    let p = try SnapshotReader(conn: c, config: config, sink: sink, logger: logger).makePlan(cs, ds, tracking: nil, stamp: stamp)
+                    return (p.shape, "COPY (SELECT \(p.selectList) FROM \(table)\(whereSQL)) TO STDOUT")
+                }
+                chunks.append(Chunk(stream: s, after: after, through: through, shape: plan.shape, sql: sql, table: table, expected: expected, replan: replan))
                 cursors[i].after = through
                 if through == nil { open.removeAll { $0 == i } }
             }
@@ -751,6 +816,10 @@ public final class CDCReader {
         var attempts = 0
         while true {
             try conn.query("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            // Locked before the snapshot is taken: a concurrent ALTER TABLE that rewrites the
+            // table commits first (a snapshot older than a rewrite sees the table empty), and
+            // none can change its columns until the chunk is read.
+            try conn.query("LOCK TABLE \(chunk.table) IN ACCESS SHARE MODE")
             let r = try conn.query("SELECT pg_current_snapshot()::text AS s, pg_current_wal_insert_lsn()::text AS l")
             guard let text = r.string(0, "s"), let lsn = r.string(0, "l").flatMap(LSN.init),
                   let filter = snapshotFilter(text, lsn: lsn, streams: [chunk.stream.id]) else {
@@ -758,6 +827,10 @@ public final class CDCReader {
             }
             if committed.allSatisfy(filter.contains(xid:)) {
                 chunk.snapshot = filter
+                let now = try catalogColumns([chunk.stream.discovered.oid], conn: conn)[chunk.stream.discovered.oid] ?? []
+                if now.map(\.name) != chunk.expected.map(\.0) || zip(now, chunk.expected).contains(where: { $0.typeOID != $1.1 }) {
+                    (chunk.shape, chunk.sql) = try chunk.replan(conn)
+                }
                 break
             }
             // A commit already in the WAL is not visible yet (it is being completed): try again.
@@ -806,17 +879,20 @@ public final class CDCReader {
 
     private func relation(_ stream: Stream?, _ cols: [PgOutputMessage.Column], conn: PGConnection, types: inout [UInt32: PostgresType]) throws -> Relation {
         guard let s = stream else { return Relation(stream: nil, columns: cols, shape: nil, keyIndexes: nil) }
-        let known = Dictionary(s.discovered.columns.map { ($0.name, $0.type) }, uniquingKeysWith: { a, _ in a })
+        let discovered = Dictionary(s.discovered.columns.map { ($0.name, $0.type) }, uniquingKeysWith: { a, _ in a })
+        let oids = discoveredTypes[s.id] ?? [:]
+        // The discovered type holds while the column keeps its type; a column added or retyped
+        // since is typed as discovery types it.
+        func known(_ c: PgOutputMessage.Column) -> PostgresType? { oids[c.name] == c.typeOID ? discovered[c.name] : nil }
         let selected = s.configured.selectedColumns.map { Set($0) }
-        // Columns the catalog did not list (added since discovery) are typed as discovery types them.
-        let missing = Set(cols.filter { known[$0.name] == nil && types[$0.typeOID] == nil }.map(\.typeOID))
+        let missing = Set(cols.filter { known($0) == nil && types[$0.typeOID] == nil }.map(\.typeOID))
         if !missing.isEmpty {
             for (oid, t) in try Discovery.types(conn, oids: Array(missing)) { types[oid] = t }
         }
         let columns = cols.map { c -> RowShape.Column in
-            let type = known[c.name] ?? types[c.typeOID]
+            let type = known(c) ?? types[c.typeOID]
             // A column the catalog did not list is emitted too.
-            let emitted = selected == nil || selected!.contains(c.name) || known[c.name] == nil
+            let emitted = selected == nil || selected!.contains(c.name) || discovered[c.name] == nil
             return RowShape.Column(name: c.name, encoding: type.map(ValueEncoding.init) ?? .string, type: type, emitted: emitted, isKey: c.isKey)
         }
         let positions = Dictionary(cols.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -841,16 +917,130 @@ public final class CDCReader {
         return root
     }
 
-    /// Logs columns added or dropped since the previous Relation message (or, for the first one,
-    /// columns the catalog did not list).
-    private func reportColumnChanges(_ s: Stream, previous: [String]?, _ cols: [PgOutputMessage.Column]) {
-        let before = previous ?? s.discovered.columns.map(\.name)
-        let known = Set(before)
-        let now = Set(cols.map(\.name))
-        let added = cols.map(\.name).filter { !known.contains($0) }
-        let dropped = previous == nil ? [] : before.filter { !now.contains($0) }
-        if !added.isEmpty { log(.info, "CDC: \(s.id) has new columns \(added.joined(separator: ", ")); they are included in its records from here on") }
-        if !dropped.isEmpty { log(.info, "CDC: \(s.id) no longer has columns \(dropped.joined(separator: ", ")); its records from here on lack them") }
+    /// Each table's live columns (the published ones: generated columns are not), by oid.
+    static func catalogColumns(_ oids: [UInt32], conn: PGConnection) throws -> [UInt32: [SchemaTracker.Column]] {
+        guard !oids.isEmpty else { return [:] }
+        let r = try conn.query("""
+            SELECT a.attrelid::int8 AS rel, a.attnum::int4 AS n, a.attname, a.atttypid::int8 AS t, a.atttypmod AS m
+            FROM pg_catalog.pg_attribute a
+            WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+            ORDER BY a.attrelid, a.attnum
+            """, ["{" + oids.map(String.init).joined(separator: ",") + "}"])
+        var out: [UInt32: [SchemaTracker.Column]] = [:]
+        for i in 0..<r.rowCount {
+            guard let rel = r.int(i, "rel"), let n = r.int(i, "n"), let name = r.string(i, "attname"), let t = r.int(i, "t"), let m = r.int(i, "m") else { continue }
+            out[UInt32(rel), default: []].append(SchemaTracker.Column(attnum: Int(n), name: name, typeOID: UInt32(t), typeModifier: Int32(m)))
+        }
+        return out
+    }
+
+    /// Type oids of each stream's columns at discovery (a column keeps its discovered type while its oid is the same).
+    private var discoveredTypes: [StreamID: [String: UInt32]] = [:]
+    /// Streams whose tables were read again or renamed, dropped, or rewritten in this run.
+    private var renamedTables: Set<UInt32> = []
+    private var dropped: Set<StreamID> = []
+    private var droppedAtState: Set<StreamID> = []
+    /// Streams to read again once the current transaction commits (their table was rewritten).
+    private var reloads: Set<StreamID> = []
+    /// The streams as their tables are now: columns as the catalog lists them since the last
+    /// schema change, and selected columns following renames and drops.
+    private var live: [StreamID: Stream] = [:]
+
+    /// Follows a schema change in the stream's selection and takes its columns from the catalog
+    /// again (what a chunk reads, and the types of the columns kept).
+    private func refresh(_ s: Stream, after changes: [SchemaChange], conn: PGConnection) throws {
+        var configured = s.configured
+        if var sel = configured.selectedColumns {
+            for c in changes {
+                switch c {
+                case .renameColumn(let from, let to): sel = sel.map { $0 == from ? to : $0 }
+                case .dropColumn(let name): sel.removeAll { $0 == name }
+                default: break
+                }
+            }
+            configured.selectedColumns = sel
+        }
+        var discovered = s.discovered
+        if let now = try Discovery.discover(conn, schemas: [s.discovered.schema]).first(where: { $0.oid == s.discovered.oid }) {
+            discovered.columns = now.columns
+            discovered.primaryKey = now.primaryKey
+        }
+        let cols = try Self.catalogColumns([s.discovered.oid], conn: conn)[s.discovered.oid] ?? []
+        discoveredTypes[s.id] = Dictionary(cols.map { ($0.name, $0.typeOID) }, uniquingKeysWith: { a, _ in a })
+        live[s.id] = Stream(configured: configured, discovered: discovered)
+    }
+
+    /// Hands a stream's schema changes to the sink, in order, and schedules a reload when rows
+    /// already read may hold other values. Without DDL capture, a column added with a default
+    /// takes what rows already there hold from the catalog (`attmissingval`); a default without
+    /// it means the table was rewritten, so the stream is read again.
+    private func applySchema(_ s: Stream, _ out: SchemaTracker.Outcome, captured: Bool, conn: PGConnection, types: inout [UInt32: PostgresType]) throws {
+        var reload = out.reload
+        for var change in out.changes {
+            var typeOID: UInt32?
+            switch change {
+            case .addColumn(let name, let oid, let existing):
+                typeOID = oid
+                if !captured && existing == nil {
+                    let r = try conn.query("""
+                        SELECT a.atthasmissing AS has, (a.attmissingval::text::text[])[1] AS v, a.atthasdef AS def
+                        FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid AND a.attname = $2 AND NOT a.attisdropped
+                        """, [String(s.discovered.oid), name])
+                    if r.rowCount == 1, r.bool(0, "has") == true {
+                        change = .addColumn(name: name, typeOID: oid, existing: r.string(0, "v"))
+                    } else if r.rowCount == 1, r.bool(0, "def") == true {
+                        reload = true
+                    }
+                }
+            case .alterType(_, let oid):
+                typeOID = oid
+            default:
+                break
+            }
+            var type: PostgresType?
+            if let oid = typeOID {
+                if types[oid] == nil { for (o, t) in try Discovery.types(conn, oids: [oid]) { types[o] = t } }
+                type = types[oid]
+            }
+            log(.info, "CDC: \(s.id): \(change)\(captured ? "" : " (seen in a Relation message; install sql/ddl-capture.sql to tell renames from drops and adds exactly)")")
+            emittedSinceState = true
+            try sink.schemaChange(s.id, change, type: type)
+        }
+        if !out.changes.isEmpty { try refresh(s, after: out.changes, conn: conn) }
+        if reload { reloads.insert(s.id) }
+    }
+
+    /// A captured DDL message, in order with the changes of its transaction.
+    private func captured(_ content: [UInt8], byOID: [UInt32: Stream], byID: [StreamID: Stream], fills: inout [Stream],
+                          state current: inout CDCState, conn: PGConnection, types: inout [UInt32: PostgresType]) throws {
+        let message: DDLCapture.Message
+        do { message = try DDLCapture.parse(content) } catch {
+            log(.warning, "CDC: \(error); it is ignored")
+            return
+        }
+        switch message {
+        case .rewrite(let oid):
+            if let s = byOID[oid], !dropped.contains(s.id) { reloads.insert(s.id) }
+        case .columns(let oid, let schema, let table, let cols):
+            guard let found = byOID[oid] ?? byID[StreamID(namespace: schema, name: table)], !dropped.contains(found.id),
+                  let s = live[found.id], var tracker = current.schemas[s.id] else { return }
+            let out = tracker.ddl(cols, rewrite: false)
+            current.schemas[s.id] = tracker
+            try applySchema(s, out, captured: true, conn: conn, types: &types)
+        case .dropped(let oid, _, _):
+            guard let s = byOID[oid], dropped.insert(s.id).inserted else { return }
+            log(.warning, "CDC: \(s.id): table dropped at the source; its destination table goes too, and a table created again under its name is read from the next run")
+            emittedSinceState = true
+            try sink.schemaChange(s.id, .tableDropped, type: nil)
+            current.backfills[s.id] = nil
+            current.chunkFilters.removeAll { $0.stream == s.id }
+            current.snapshotted.remove(s.id)
+            current.schemas[s.id] = nil
+            fills.removeAll { $0.id == s.id }
+            reloads.remove(s.id)
+        case .publication:
+            break
+        }
     }
 
     private func emit(_ shape: RowShape, _ change: Change) throws {
@@ -861,6 +1051,7 @@ public final class CDCReader {
     func emitState(_ state: CDCState) throws {
         try sink.checkpoint(.global(state))
         lastEmitted = state
+        droppedAtState = dropped
         emittedSinceState = false
     }
 

@@ -34,12 +34,20 @@ public struct CDCState: Sendable, Equatable {
     public var backfills: [StreamID: Backfill] = [:]
     /// The snapshots of recent chunks, until the slot passes them.
     public var chunkFilters: [ChunkFilter] = []
+    /// Each stream's source columns as of `lsn` (what later Relation and DDL messages change).
+    var schemas: [StreamID: SchemaTracker] = [:]
 
     /// How far a chunked initial load got.
     public struct Backfill: Sendable, Equatable {
         /// The primary key (values as PostgreSQL prints them) up to which rows were read.
         public var loadedThrough: [String]?
-        public init(loadedThrough: [String]?) { self.loadedThrough = loadedThrough }
+        /// The stream is read again while the destination holds its rows (after a table rewrite):
+        /// deletes of keys not read yet go out too, since those rows may be there.
+        public var reload: Bool
+        public init(loadedThrough: [String]?, reload: Bool = false) {
+            self.loadedThrough = loadedThrough
+            self.reload = reload
+        }
     }
 
     /// A chunk's snapshot: changes to keys in (`after`, `through`] of `stream` made by
@@ -94,17 +102,22 @@ public struct CDCState: Sendable, Equatable {
                 return .object(o)
             })
         }
+        func columnsJSON(_ id: StreamID, _ o: inout JSONObject) {
+            guard let t = schemas[id] else { return }
+            o["columns"] = .array(t.columns.map { c in
+                .array([c.attnum.map { .number(String($0)) } ?? .null, .string(c.name), .number(String(c.typeOID)), .number(String(c.typeModifier))])
+            })
+        }
         var streamStates: [JSONValue] = snapshotted.sorted().map { id in
-            [
-                "stream_descriptor": ["namespace": .string(id.namespace), "name": .string(id.name)],
-                "stream_state": ["state_type": "cdc_stream", "version": 2, "status": "snapshot_complete"],
-            ]
+            var o = JSONObject([("state_type", "cdc_stream"), ("version", 2), ("status", "snapshot_complete")])
+            columnsJSON(id, &o)
+            return ["stream_descriptor": ["namespace": .string(id.namespace), "name": .string(id.name)], "stream_state": .object(o)]
         }
         for id in backfills.keys.sorted() where !snapshotted.contains(id) {
-            streamStates.append([
-                "stream_descriptor": ["namespace": .string(id.namespace), "name": .string(id.name)],
-                "stream_state": ["state_type": "cdc_stream", "version": 2, "status": "snapshot_in_progress", "loaded_through": keyJSON(backfills[id]!.loadedThrough)],
-            ])
+            var o = JSONObject([("state_type", "cdc_stream"), ("version", 2), ("status", "snapshot_in_progress"), ("loaded_through", keyJSON(backfills[id]!.loadedThrough))])
+            if backfills[id]!.reload { o["reload"] = true }
+            columnsJSON(id, &o)
+            streamStates.append(["stream_descriptor": ["namespace": .string(id.namespace), "name": .string(id.name)], "stream_state": .object(o)])
         }
         return ["type": "GLOBAL", "global": ["shared_state": .object(shared), "stream_states": .array(streamStates)]]
     }
@@ -150,6 +163,7 @@ public struct CDCState: Sendable, Equatable {
         }
         var done: Set<StreamID> = []
         var backfills: [StreamID: Backfill] = [:]
+        var schemas: [StreamID: SchemaTracker] = [:]
         for (k, s) in (g["stream_states"]?.arrayValue ?? []).enumerated() {
             guard let name = s["stream_descriptor"]?["name"]?.stringValue, !name.isEmpty else {
                 throw InputError(file: file, path: "\(path).stream_states[\(k)].stream_descriptor.name", reason: "is required")
@@ -161,9 +175,13 @@ public struct CDCState: Sendable, Equatable {
                 done.insert(id)
             case "snapshot_in_progress"?:
                 let at = "\(path).stream_states[\(k)].stream_state.loaded_through"
-                backfills[id] = Backfill(loadedThrough: try parseKey(s["stream_state"]?["loaded_through"], file: file, path: at))
+                backfills[id] = Backfill(loadedThrough: try parseKey(s["stream_state"]?["loaded_through"], file: file, path: at),
+                                         reload: s["stream_state"]?["reload"] == .bool(true))
             default:
                 break
+            }
+            if let cols = s["stream_state"]?["columns"] {
+                schemas[id] = try parseColumns(cols, file: file, path: "\(path).stream_states[\(k)].stream_state.columns")
             }
         }
         var chunkFilters: [ChunkFilter] = []
@@ -178,7 +196,30 @@ public struct CDCState: Sendable, Equatable {
             chunkFilters.append(ChunkFilter(stream: StreamID(namespace: ns, name: name), after: try parseKey(f["after"], file: file, path: "\(at).after"),
                                             through: try parseKey(f["through"], file: file, path: "\(at).through"), snapshot: snap))
         }
-        return CDCState(lsn: lsn, filters: filters, snapshotted: done, backfills: backfills, chunkFilters: chunkFilters)
+        var state = CDCState(lsn: lsn, filters: filters, snapshotted: done, backfills: backfills, chunkFilters: chunkFilters)
+        state.schemas = schemas
+        return state
+    }
+
+    /// A stream's saved columns: `[attnum or null, name, type oid, type modifier]` each.
+    static func parseColumns(_ v: JSONValue, file: String, path: String) throws(InputError) -> SchemaTracker {
+        guard let list = v.arrayValue else { throw InputError(file: file, path: path, reason: "expected an array of columns") }
+        var cols: [SchemaTracker.Column] = []
+        for (i, c) in list.enumerated() {
+            guard let a = c.arrayValue, a.count == 4, let name = a[1].stringValue,
+                  case .number(let oid) = a[2], let typeOID = UInt32(oid), case .number(let mod) = a[3], let typmod = Int32(mod) else {
+                throw InputError(file: file, path: "\(path)[\(i)]", reason: "expected [attnum, name, type oid, type modifier]")
+            }
+            var attnum: Int?
+            if case .number(let n) = a[0] {
+                guard let v = Int(n), v > 0, v < 1700 else { throw InputError(file: file, path: "\(path)[\(i)][0]", reason: "expected a column number from 1 to 1599") }
+                attnum = v
+            } else if a[0] != .null {
+                throw InputError(file: file, path: "\(path)[\(i)][0]", reason: "expected a column number or null")
+            }
+            cols.append(SchemaTracker.Column(attnum: attnum, name: name, typeOID: typeOID, typeModifier: typmod))
+        }
+        return SchemaTracker(columns: cols)
     }
 
     /// A primary key's values (strings), or null.

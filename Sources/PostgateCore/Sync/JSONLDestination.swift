@@ -289,6 +289,9 @@ public final class JSONLDestination: SyncDestination {
         return removed
     }
 
+    /// Records carry their own fields, so a schema change needs nothing here.
+    public func schemaChange(_ s: SyncStream, _ change: SchemaChange, type: PostgresType?) throws {}
+
     public func truncate(_ s: SyncStream) throws -> Int {
         try append(file(s)) { $0.append(Array(#"{"_postgate_truncate":true}"#.utf8) + [0x0a]) }
         return 0

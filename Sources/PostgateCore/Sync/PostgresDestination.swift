@@ -182,6 +182,42 @@ final class PostgresDriver: TableDriver {
         try exec("adding column \(c.name)", "ALTER TABLE \(t.quoted) ADD COLUMN IF NOT EXISTS \(Self.q(c.name)) \(Self.type(c))")
     }
 
+    func dropColumn(_ t: TableRef, _ name: String) throws {
+        try flush()
+        try exec("dropping column \(name)", "ALTER TABLE \(t.quoted) DROP COLUMN IF EXISTS \(Self.q(name))")
+    }
+
+    func renameColumn(_ t: TableRef, _ from: String, to: String) throws {
+        try flush()
+        try exec("renaming column \(from)", "ALTER TABLE \(t.quoted) RENAME COLUMN \(Self.q(from)) TO \(Self.q(to))")
+    }
+
+    /// Converts through text (as the source printed the values); where that fails, the values
+    /// become NULL until the stream's reload writes them (a key column must convert).
+    func alterColumnType(_ t: TableRef, _ c: DestColumn, isKey: Bool) throws {
+        try flush()
+        let type = Self.type(c)
+        let old = try exec("inspecting \(t.name)", "SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped",
+                           [t.quoted, c.name]).string(0, "t")
+        guard let old, old != type else { return }
+        let alter = "ALTER TABLE \(t.quoted) ALTER COLUMN \(Self.q(c.name)) TYPE \(type) USING "
+        try exec("changing the type of column \(c.name)", "SAVEPOINT _postgate_retype")
+        do {
+            try conn.query(alter + "\(Self.q(c.name))::text::\(type)")
+            try exec("changing the type of column \(c.name)", "RELEASE SAVEPOINT _postgate_retype")
+        } catch let e as PostgresError where !isKey {
+            logger.info("\(t.name): column \(c.name)'s values do not convert to \(type) (\(e.message)); they are NULL until the stream is read again")
+            try exec("changing the type of column \(c.name)", "ROLLBACK TO SAVEPOINT _postgate_retype")
+            try exec("changing the type of column \(c.name)", alter + "NULL::\(type)")
+        }
+    }
+
+    func fill(_ t: TableRef, _ c: DestColumn, value: FieldRows) throws {
+        try flush()
+        let v = value.withArena { params(value, 0, [0], $0) }
+        try exec("setting column \(c.name)", "UPDATE \(t.quoted) SET \(Self.q(c.name)) = $1::\(Self.type(c))", v)
+    }
+
     func drop(_ t: TableRef) throws {
         try flush()
         try exec("dropping \(t.name)", "DROP TABLE IF EXISTS \(t.quoted)")

@@ -128,6 +128,45 @@ final class SQLiteDriver: TableDriver {
         }
     }
 
+    func dropColumn(_ t: TableRef, _ name: String) throws {
+        statements = [:]
+        try run("dropping column \(name) of \(t.name)") { try db.execute("ALTER TABLE \(t.quoted) DROP COLUMN \(Self.q(name))") }
+    }
+
+    func renameColumn(_ t: TableRef, _ from: String, to: String) throws {
+        statements = [:]
+        try run("renaming column \(from) of \(t.name)") { try db.execute("ALTER TABLE \(t.quoted) RENAME COLUMN \(Self.q(from)) TO \(Self.q(to))") }
+    }
+
+    /// SQLite types only give affinity: a column whose affinity changes is made again (a new
+    /// column takes the values, the old one goes), except a key column, which keeps its type.
+    func alterColumnType(_ t: TableRef, _ c: DestColumn, isKey: Bool) throws {
+        let type = DestinationTypes.sqlite(c.encoding, c.type)
+        var old: String?
+        try run("inspecting \(t.name)") {
+            old = try db.rows("SELECT type FROM pragma_table_info(?1) WHERE name = ?2 COLLATE NOCASE", [t.name, c.name]).first?[0] ?? nil
+        }
+        guard let old, old.uppercased() != type.uppercased(), !isKey else { return }
+        statements = [:]
+        let tmp = Self.q("_postgate_retype")
+        try run("changing the type of column \(c.name) of \(t.name)") {
+            try db.execute("ALTER TABLE \(t.quoted) ADD COLUMN \(tmp) \(type)")
+            try db.execute("UPDATE \(t.quoted) SET \(tmp) = \(Self.q(c.name))")
+            try db.execute("ALTER TABLE \(t.quoted) DROP COLUMN \(Self.q(c.name))")
+            try db.execute("ALTER TABLE \(t.quoted) RENAME COLUMN \(tmp) TO \(Self.q(c.name))")
+        }
+    }
+
+    func fill(_ t: TableRef, _ c: DestColumn, value: FieldRows) throws {
+        statements = [:]
+        let kind = DestinationTypes.sqliteValue(c.encoding, c.type)
+        try run("setting column \(c.name) of \(t.name)") {
+            let st = try db.prepare("UPDATE \(t.quoted) SET \(Self.q(c.name)) = ?1")
+            value.withArena { arena in bind(st, 1, kind, value, 0, 0, arena) }
+            try st.run()
+        }
+    }
+
     func drop(_ t: TableRef) throws {
         statements = [:]
         try run("dropping \(t.name)") { try db.execute("DROP TABLE IF EXISTS \(t.quoted)") }

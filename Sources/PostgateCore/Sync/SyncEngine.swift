@@ -147,6 +147,7 @@ enum SyncEvent: Sendable {
     case keys(FieldLayout, [UInt8])
     case keysEnd(StreamID)
     case restartLoad(StreamID)
+    case schemaChange(StreamID, SchemaChange, PostgresType?)
     case checkpoint(Checkpoint)
     case rollback
 
@@ -260,6 +261,8 @@ final class EventQueue: Sendable {
 final class SyncSink: ReadSink {
     let queue: EventQueue
     let streams: [StreamID: SyncStream]
+    /// Primary keys per stream, as renamed at the source since the start.
+    private let keys: Mutex<[StreamID: [String]]>
     /// Layouts per row shape, shared with the lanes of a parallel read; the shape is held so its
     /// identity is not reused by another shape meanwhile.
     private let layouts = Mutex<[ObjectIdentifier: (RowShape, FieldLayout)]>([:])
@@ -276,6 +279,7 @@ final class SyncSink: ReadSink {
     init(queue: EventQueue, plan: [SyncStream]) {
         self.queue = queue
         streams = Dictionary(plan.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        keys = Mutex(streams.mapValues(\.primaryKey))
     }
 
     var reconcilesResumedLoads: Bool { true }
@@ -292,9 +296,10 @@ final class SyncSink: ReadSink {
     /// The one layout of `shape` (safe from any thread).
     func sharedLayout(_ shape: RowShape) -> FieldLayout {
         let streams = streams
+        let key = keys.withLock { $0[shape.stream] ?? [] }
         return layouts.withLock { d in
             if let l = d[ObjectIdentifier(shape)]?.1 { return l }
-            let l = FieldLayout(shape, cdc: streams[shape.stream]?.mode == .cdc, primaryKey: streams[shape.stream]?.primaryKey ?? [])
+            let l = FieldLayout(shape, cdc: streams[shape.stream]?.mode == .cdc, primaryKey: key)
             d[ObjectIdentifier(shape)] = (shape, l)
             return l
         }
@@ -396,6 +401,13 @@ final class SyncSink: ReadSink {
 
     func truncate(_ stream: StreamID) throws { try send(.truncate(stream)) }
 
+    func schemaChange(_ stream: StreamID, _ change: SchemaChange, type: PostgresType?) throws {
+        if case .renameColumn(let from, let to) = change {
+            keys.withLock { k in k[stream] = k[stream]?.map { $0 == from ? to : $0 } }
+        }
+        try send(.schemaChange(stream, change, type))
+    }
+
     func checkpoint(_ checkpoint: Checkpoint) throws { try send(.checkpoint(checkpoint)) }
 
     func rollback() throws {
@@ -443,7 +455,7 @@ final class Applier: CDCCommitFeedback, Sendable {
     /// The applier thread's state.
     final class Work {
         let destination: SyncDestination
-        let streams: [StreamID: SyncStream]
+        var streams: [StreamID: SyncStream]
         var resume: Set<StreamID>
         let progress: SyncProgress
         let printer: ProgressPrinter
@@ -551,6 +563,11 @@ final class Applier: CDCCommitFeedback, Sendable {
                 guard let s = w.streams[id], w.resume.remove(id) != nil else { continue }
                 w.logger.info("\(id): the interrupted full refresh starts over; its staged rows are dropped")
                 try w.destination.startFullRefresh(s, resume: false)
+            case .schemaChange(let id, let change, let type):
+                guard var s = w.streams[id] else { continue }
+                if case .renameColumn(let from, let to) = change { s.primaryKey = s.primaryKey.map { $0 == from ? to : $0 } }
+                try w.destination.schemaChange(s, change, type: type)
+                w.streams[id] = s
             case .checkpoint(let c):
                 try commit(c)
             case .rollback:

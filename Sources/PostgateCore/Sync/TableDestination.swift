@@ -52,6 +52,9 @@ public protocol SyncDestination: AnyObject {
     func prunePresentKeys(_ s: SyncStream) throws -> Int
     /// Removes every row of the stream (a TRUNCATE at the source); returns how many.
     func truncate(_ s: SyncStream) throws -> Int
+    /// Applies a change to the stream's columns or table made at the source (in the open
+    /// transaction, in order with the rows). `s` has the stream's key as renamed by `change`.
+    func schemaChange(_ s: SyncStream, _ change: SchemaChange, type: PostgresType?) throws
     /// Stores the given STATE messages (a `null` message removes its key) and commits everything
     /// applied since the last commit.
     func commit(states: [(key: String, message: JSONValue)]) throws
@@ -80,6 +83,13 @@ protocol TableDriver: AnyObject {
     func hasKey(_ t: TableRef) throws -> Bool
     func addKey(_ t: TableRef, _ key: [String]) throws
     func addColumn(_ t: TableRef, _ c: DestColumn) throws
+    func dropColumn(_ t: TableRef, _ name: String) throws
+    func renameColumn(_ t: TableRef, _ from: String, to: String) throws
+    /// Gives column `c` its new type; values that do not convert become NULL (the stream is read
+    /// again when they may differ). `isKey`: the column is in the primary key.
+    func alterColumnType(_ t: TableRef, _ c: DestColumn, isKey: Bool) throws
+    /// Sets column `c` of every row to field 0 of `value` (a column added with a default).
+    func fill(_ t: TableRef, _ c: DestColumn, value: FieldRows) throws
     func drop(_ t: TableRef) throws
     /// Drops `t` and renames `staging` to it.
     func replace(_ t: TableRef, with staging: TableRef) throws
@@ -197,6 +207,9 @@ final class TableDestination: SyncDestination {
             let cols = columns(s)
             if let have = try driver.columns(of: t.table) {
                 t.present = Set(have.map(driver.naming.fold))
+                // CDC brings its columns' changes in order with the rows (a column the catalog
+                // has now may be one renamed after the position it resumes from).
+                if s.mode == .cdc { continue }
                 for c in cols where !t.present.contains(driver.naming.fold(c.name)) {
                     try driver.addColumn(t.table, c)
                     t.present.insert(driver.naming.fold(c.name))
@@ -313,6 +326,76 @@ final class TableDestination: SyncDestination {
     func truncate(_ s: SyncStream) throws -> Int {
         try begin()
         return try driver.deleteAll(target(s).table)
+    }
+
+    func schemaChange(_ s: SyncStream, _ change: SchemaChange, type: PostgresType?) throws {
+        try begin()
+        let t = target(s)
+        var a = assignment(s)
+        bindings = [:]
+        let fold = driver.naming.fold
+        guard let have = try driver.columns(of: t.table) else { return }
+        t.present = Set(have.map(fold))
+        func column(_ name: String, _ type: PostgresType?) -> DestColumn {
+            DestColumn(name: a.column(name) ?? name, encoding: type.map(ValueEncoding.init) ?? .string, type: type)
+        }
+        switch change {
+        case .addColumn(let name, _, let existing):
+            if a.column(name) == nil { driver.naming.addColumns([name], to: &a) }
+            let c = column(name, type)
+            guard !t.present.contains(fold(c.name)) else { break }
+            try driver.addColumn(t.table, c)
+            t.present.insert(fold(c.name))
+            if let existing {
+                // Rows already there hold the column's default: the value, through the one type map.
+                let shape = RowShape(stream: s.id, columns: [RowShape.Column(name: name, encoding: c.encoding, type: type)])
+                var rows = FieldRows(layout: FieldLayout(shape, cdc: false, primaryKey: []))
+                var line = ByteBuffer(capacity: existing.utf8.count + 8)
+                defer { line.deallocate() }
+                Array(existing.utf8).withUnsafeBytes { CopyText.appendEscaped($0, to: &line) }
+                line.append(0x0a)
+                try rows.appendCopyRow(line.bytes)
+                try driver.fill(t.table, c, value: rows)
+            }
+            logger.info("\(s.id): added column \(c.name)\(existing == nil ? "" : " with the default rows already there hold")")
+        case .dropColumn(let name):
+            guard let d = a.column(name) else { break }
+            if s.primaryKey.contains(name) {
+                logger.warning("\(s.id): column \(name) was dropped at the source but is in the destination's primary key, so it is kept")
+                break
+            }
+            if t.present.contains(fold(d)) { try driver.dropColumn(t.table, d) }
+            a.columns.removeAll { $0.source == name }
+            t.present.remove(fold(d))
+            logger.info("\(s.id): dropped column \(d)")
+        case .renameColumn(let from, let to):
+            guard let d = a.column(from) else { break }
+            // A column the destination still has under the new name is stale (dropped at the source before).
+            if let stale = a.column(to) {
+                if t.present.contains(fold(stale)) { try driver.dropColumn(t.table, stale) }
+                t.present.remove(fold(stale))
+                a.columns.removeAll { $0.source == to }
+            }
+            let taken = Set(a.columns.filter { $0.source != from }.map { fold($0.name) }).union(t.present.subtracting([fold(d)]))
+            let name = driver.naming.free(to, taken)
+            if fold(name) != fold(d) || name != d {
+                if t.present.contains(fold(d)) { try driver.renameColumn(t.table, d, to: name) }
+                t.present.remove(fold(d))
+                t.present.insert(fold(name))
+            }
+            a.columns = a.columns.map { $0.source == from ? (to, name) : $0 }
+            logger.info("\(s.id): renamed column \(d) to \(name)")
+        case .alterType(let name, _):
+            guard let d = a.column(name), t.present.contains(fold(d)) else { break }
+            try driver.alterColumnType(t.table, DestColumn(name: d, encoding: type.map(ValueEncoding.init) ?? .string, type: type), isKey: s.primaryKey.contains(name))
+            logger.info("\(s.id): column \(d) takes its new type")
+        case .tableDropped:
+            try driver.drop(t.table)
+            t.present = []
+            logger.info("\(s.id): dropped table \(t.table.name) (dropped at the source)")
+        }
+        assignments[s.id] = a
+        changed.insert(s.id)
     }
 
     func commit(states newStates: [(key: String, message: JSONValue)]) throws {

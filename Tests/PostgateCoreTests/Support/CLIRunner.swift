@@ -17,6 +17,10 @@ struct CLIResult {
 }
 
 enum CLI {
+    /// The repository's root (this file is Tests/PostgateCoreTests/Support/CLIRunner.swift).
+    static let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().path
+
     /// The `postgate` binary next to the test bundle (both are in the build directory).
     static var binary: String {
         if let p = ProcessInfo.processInfo.environment["POSTGATE_BIN"] { return p }

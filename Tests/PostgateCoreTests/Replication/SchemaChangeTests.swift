@@ -1,0 +1,196 @@
+import Foundation
+import GRDB
+import Testing
+@testable import PostgateCore
+
+/// Schema changes under CDC, applied by `sync` in order with the rows around them: the pure
+/// tracker's inference, the DDL capture messages, and `sync --follow` into SQLite and PostgreSQL
+/// with and without `sql/ddl-capture.sql` installed.
+@Suite struct SchemaTrackerTests {
+    static func col(_ name: String, _ type: UInt32 = 25, mod: Int32 = -1) -> PgOutputMessage.Column {
+        PgOutputMessage.Column(isKey: name == "id", name: name, typeOID: type, typeModifier: mod)
+    }
+    static func tracker(_ cols: [(Int, String, UInt32)]) -> SchemaTracker {
+        SchemaTracker(columns: cols.map { SchemaTracker.Column(attnum: $0.0, name: $0.1, typeOID: $0.2, typeModifier: -1) })
+    }
+
+    @Test func relationMessagesAreDiffedByNameAndARenameByPosition() {
+        var t = Self.tracker([(1, "id", 23), (2, "a", 25), (3, "b", 25)])
+        // Same position, same type, new name: a rename.
+        var out = t.relation([Self.col("id", 23), Self.col("aa"), Self.col("b")])
+        #expect(out == SchemaTracker.Outcome(changes: [.renameColumn(from: "a", to: "aa")], reload: false))
+        #expect(t.columns.map(\.attnum) == [1, 2, 3])
+        // A drop in the middle and an add at the end: not a rename.
+        out = t.relation([Self.col("id", 23), Self.col("b"), Self.col("c")])
+        #expect(out.changes == [.dropColumn(name: "aa"), .addColumn(name: "c", typeOID: 25, existing: nil)])
+        // Integer widening prints the same; text to integer may not.
+        out = t.relation([Self.col("id", 20), Self.col("b", 23), Self.col("c")])
+        #expect(out.changes == [.alterType(name: "id", typeOID: 20), .alterType(name: "b", typeOID: 23)])
+        #expect(out.reload)
+        out = t.relation([Self.col("id", 20), Self.col("b", 23), Self.col("c", 1043, mod: 14)])
+        #expect(out.changes == [.alterType(name: "c", typeOID: 1043)] && !out.reload)
+        #expect(t.relation([Self.col("id", 20), Self.col("b", 23), Self.col("c", 1043, mod: 14)]) == SchemaTracker.Outcome())
+    }
+
+    @Test func capturedColumnListsTellRenamesExactly() {
+        var t = Self.tracker([(1, "id", 23), (2, "a", 25), (4, "z", 25)])
+        // Drop the last column and add one of the same type: a Relation message would call it a
+        // rename; the attnums say otherwise.
+        let out = t.ddl([DDLCapture.Column(attnum: 1, name: "id", typeOID: 23, typeModifier: -1),
+                         DDLCapture.Column(attnum: 2, name: "b", typeOID: 25, typeModifier: -1),
+                         DDLCapture.Column(attnum: 5, name: "y", typeOID: 25, typeModifier: -1, missing: "dflt")], rewrite: false)
+        #expect(out.changes == [.renameColumn(from: "a", to: "b"), .dropColumn(name: "z"), .addColumn(name: "y", typeOID: 25, existing: "dflt")])
+        #expect(!out.reload)
+        // Columns known only by name (from a Relation message) are matched by name.
+        var u = SchemaTracker(columns: [SchemaTracker.Column(attnum: nil, name: "id", typeOID: 23, typeModifier: -1)])
+        #expect(u.ddl([DDLCapture.Column(attnum: 1, name: "id", typeOID: 23, typeModifier: -1)], rewrite: true) == SchemaTracker.Outcome(changes: [], reload: true))
+        #expect(u.columns.first?.attnum == 1)
+    }
+
+    @Test func captureMessagesParseAndMalformedOnesSayWhy() throws {
+        let m = try DDLCapture.parse(Array(#"{"v":1,"tag":"ALTER TABLE","oid":42,"schema":"s","table":"t","columns":[{"attnum":1,"name":"id","type":23,"typmod":-1,"missing":null},{"attnum":3,"name":"d","type":25,"typmod":-1,"missing":"x y"}]}"#.utf8))
+        #expect(m == .columns(oid: 42, schema: "s", table: "t", columns: [
+            DDLCapture.Column(attnum: 1, name: "id", typeOID: 23, typeModifier: -1),
+            DDLCapture.Column(attnum: 3, name: "d", typeOID: 25, typeModifier: -1, missing: "x y"),
+        ]))
+        #expect(try DDLCapture.parse(Array(#"{"tag":"rewrite","oid":7}"#.utf8)) == .rewrite(oid: 7))
+        #expect(try DDLCapture.parse(Array(#"{"tag":"DROP TABLE","oid":7,"schema":"s","table":"t"}"#.utf8)) == .dropped(oid: 7, schema: "s", table: "t"))
+        #expect(throws: DDLCapture.Malformed.self) { try DDLCapture.parse(Array("not json".utf8)) }
+        do {
+            _ = try DDLCapture.parse(Array(#"{"tag":"ALTER TABLE","oid":1,"schema":"s","table":"t","columns":[{"name":"x"}]}"#.utf8))
+            Issue.record("a column without attnum parsed")
+        } catch {
+            #expect("\(error)".contains("columns[0]"))
+        }
+    }
+
+    @Test func savedStatesKeepEachStreamsColumns() throws {
+        var s = CDCState(lsn: LSN(100), filters: [], snapshotted: [StreamID(namespace: "app", name: "a")],
+                         backfills: [StreamID(namespace: "app", name: "b"): CDCState.Backfill(loadedThrough: ["5"], reload: true)])
+        s.schemas[StreamID(namespace: "app", name: "a")] = Self.tracker([(1, "id", 23), (3, "v", 25)])
+        s.schemas[StreamID(namespace: "app", name: "b")] = SchemaTracker(columns: [SchemaTracker.Column(attnum: nil, name: "k", typeOID: 20, typeModifier: -1)])
+        let text = JSONValue.object(["type": "STATE", "state": s.globalJSON()]).jsonText
+        let back = try #require(try CDCState.parse(Array(text.utf8), file: "state.json"))
+        #expect(back == s)
+        let bad = text.replacingOccurrences(of: #"[3,"v",25,-1]"#, with: #"[0,"v",25,-1]"#)
+        #expect(bad != text)
+        do {
+            _ = try CDCState.parse(Array(bad.utf8), file: "state.json")
+            Issue.record("attnum 0 accepted")
+        } catch {
+            #expect("\(error)".contains("stream_state.columns[1][0]"), "\(error)")
+        }
+    }
+}
+
+@Suite(.serialized) struct SchemaChangeSyncTests {
+    /// A table as text: its columns (sorted, CDC's own left out) and rows in key order.
+    struct Table: Equatable, CustomStringConvertible {
+        var columns: [String]
+        var rows: [[String]]
+        var description: String { "\(columns) \(rows.count) rows; first \(rows.prefix(3)), last \(rows.suffix(2))" }
+    }
+
+    static func table(_ conn: PGConnection, _ qualified: String) throws -> Table? {
+        guard try conn.query("SELECT to_regclass($1) IS NOT NULL AS e", [qualified]).bool(0, "e") == true else { return nil }
+        let r = try conn.query("SELECT * FROM \(qualified) ORDER BY id")
+        let names = (0..<r.columnCount).map(r.columnName).filter { !$0.hasPrefix("_ab_cdc_") }.sorted()
+        let idx = names.map { r.columnIndex($0)! }
+        return Table(columns: names, rows: (0..<r.rowCount).map { i in idx.map { r.string(i, $0) ?? "NULL" } })
+    }
+
+    static func sqliteTable(_ path: String, _ name: String) -> Table? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        return try? DatabaseQueue(path: path).read { db -> Table? in
+            guard try db.tableExists(name) else { return nil }
+            let rows = try Row.fetchAll(db, sql: "SELECT * FROM \"\(name)\" ORDER BY id")
+            let names = try db.columns(in: name).map(\.name).filter { !$0.hasPrefix("_ab_cdc_") }.sorted()
+            return Table(columns: names, rows: rows.map { row in
+                names.map { n -> String in
+                    switch row[n] as DatabaseValue? {
+                    case nil: return "NULL"
+                    case let v?:
+                        switch v.storage {
+                        case .null: return "NULL"
+                        case .int64(let i): return String(i)
+                        case .double(let d): return String(d)
+                        case .string(let s): return s
+                        case .blob(let b): return b.map { String(format: "%02x", $0) }.joined()
+                        }
+                    }
+                }
+            })
+        }
+    }
+
+    @Test(arguments: [true, false], ["sqlite", "postgres"])
+    func schemaChangesReachTheDestinationInOrderWithTheRows(capture: Bool, kind: String) throws {
+        let p = try PrivateCDC()
+        let a = p.admin
+        if capture {
+            let script = try String(contentsOfFile: CLI.repoRoot + "/sql/ddl-capture.sql", encoding: .utf8)
+            try a.query(script)
+        }
+        try a.query("ALTER TABLE app.a ADD COLUMN n int, ADD COLUMN code text")
+        try a.query("INSERT INTO app.a SELECT g, 'v' || g, g, 'c' || g FROM generate_series(1, 300) g")
+        try a.query("CREATE TABLE app.gone (id int PRIMARY KEY, x text); INSERT INTO app.gone SELECT g, 'x' FROM generate_series(1, 10) g")
+        try FileManager.default.createDirectory(atPath: p.dir, withIntermediateDirectories: true)
+        let destination: String
+        var destConn: PGConnection?
+        let db = p.dir + "/schema.db"
+        if kind == "sqlite" {
+            destination = "sqlite:" + db
+        } else {
+            try a.query("CREATE DATABASE dest")
+            destination = "postgres:host=127.0.0.1 port=\(p.server.port) dbname=dest user=\(p.server.user) password=\(p.server.password) sslmode=disable"
+        }
+        func dest(_ name: String) throws -> Table? {
+            if kind == "sqlite" { return Self.sqliteTable(db, "app__" + name) }
+            if destConn == nil { destConn = try? p.server.connection(database: "dest") }
+            guard let c = destConn else { return nil }
+            return try? Self.table(c, "app." + name)
+        }
+        let bg = try p.follow(destination)
+        #expect(try eventually(60) { try dest("a")?.rows.count == 300 && dest("gone")?.rows.count == 10 }, "initial load")
+
+        // Rows, then each change, then rows that use it.
+        try a.query("INSERT INTO app.a SELECT g, 'v' || g, g, 'c' || g FROM generate_series(301, 310) g")
+        try a.query("ALTER TABLE app.a ADD COLUMN flag text DEFAULT 'yes'")
+        try a.query("INSERT INTO app.a (id, v, n, code, flag) VALUES (311, 'v311', 311, 'c311', 'no')")
+        try a.query("ALTER TABLE app.a ADD COLUMN note text")
+        try a.query("UPDATE app.a SET note = 'noted' WHERE id <= 5")
+        try a.query("ALTER TABLE app.a RENAME COLUMN v TO title")
+        try a.query("UPDATE app.a SET title = 'renamed' WHERE id IN (6, 7)")
+        // Values change with the type (USING): the rows already synced must be read again.
+        try a.query("ALTER TABLE app.a ALTER COLUMN code TYPE int USING length(code)")
+        try a.query("UPDATE app.a SET code = 99 WHERE id = 12")
+        try a.query("ALTER TABLE app.a ALTER COLUMN n TYPE bigint")
+        try a.query("UPDATE app.a SET n = 5000000000 WHERE id = 8")
+        try a.query("DELETE FROM app.a WHERE id IN (9, 10)")
+        // A change and rows in one transaction.
+        try a.query("BEGIN; ALTER TABLE app.a ADD COLUMN late int DEFAULT 7; INSERT INTO app.a (id, title, n, code, late) VALUES (400, 'in tx', 1, 1, 8); COMMIT")
+        try a.query("ALTER TABLE app.a DROP COLUMN note")
+        try a.query("INSERT INTO app.a (id, title) VALUES (401, 'last')")
+        try a.query("DROP TABLE app.gone")
+
+        let expected = try #require(try Self.table(a, "app.a"))
+        #expect(expected.columns == ["code", "flag", "id", "late", "n", "title"])
+        let equal = try eventually(90) { try dest("a") == expected }
+        let gone = try dest("gone")
+        let got = try dest("a")
+        kill(bg.process.processIdentifier, SIGTERM)
+        #expect(bg.waitExit() == 0, "\(bg.stderrText.suffix(2000))")
+        #expect(equal, "destination \(String(describing: got)); source \(expected)\n\(bg.stderrText.suffix(3000))")
+        // With capture the dropped table goes too; without, nothing says it was dropped.
+        #expect(capture ? gone == nil : gone?.rows.count == 10)
+        #expect(bg.stderrText.contains("column v renamed to title"), "\(bg.stderrText.suffix(2000))")
+        #expect(bg.stderrText.contains("app.a is read again"))
+
+        // A second run resumes with the columns as saved, and changes nothing more.
+        try a.query("INSERT INTO app.a (id, title, late) VALUES (402, 'after restart', 3)")
+        let again = try CLI.run(["sync", "--config", try CLI.writeConfig(p.config), "--destination", destination])
+        #expect(again.status == 0, "\(again.stderr.suffix(1500))")
+        #expect(try dest("a") == Self.table(a, "app.a"))
+        #expect(!again.stderr.contains("renamed"), "\(again.stderr.suffix(1500))")
+    }
+}
