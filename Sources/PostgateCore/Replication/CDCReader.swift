@@ -88,6 +88,13 @@ public final class CDCReader {
         for s in all { try sink.status(s.id, .running) }
         let slotName = cdc.replicationSlot
         try ensureReplicaIdentity(all, conn: conn)
+        let published = try conn.query("SELECT schemaname, tablename FROM pg_catalog.pg_publication_tables WHERE pubname = $1", [cdc.publication])
+        let inPublication = Set((0..<published.rowCount).compactMap { i in
+            published.string(i, "schemaname").flatMap { ns in published.string(i, "tablename").map { StreamID(namespace: ns, name: $0) } }
+        })
+        for s in all where s.discovered.kind == .table && !inPublication.contains(s.id) {
+            log(.warning, "CDC: table \(s.id) is not in publication \(cdc.publication), so none of its changes reach the slot: it is loaded, then stays as it was. Add it: ALTER PUBLICATION \(PGConnection.quoteIdentifier(cdc.publication)) ADD TABLE \(PGConnection.quoteIdentifier(s.discovered.schema)).\(PGConnection.quoteIdentifier(s.discovered.name));")
+        }
         let slotQuery = """
             SELECT confirmed_flush_lsn::text AS c, plugin, database, wal_status,
                    (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS w
@@ -492,7 +499,7 @@ public final class CDCReader {
                             if current.lsn < at { current.lsn = at }
                             current.passed(at)
                             // A stream read again since the marker was written: its load goes on first.
-                            if fills.isEmpty { done = true } else { markerSent = false }
+                            if fills.isEmpty || timedOut { done = true } else { markerSent = false }
                         } else if prefix == DDLCapture.prefix && inTx {
                             try captured(content, byOID: byOID, byID: byID, fills: &fills, state: &current, conn: conn, types: &typeCache)
                         }
@@ -749,7 +756,38 @@ public final class CDCReader {
         var chunks: [Chunk] = []
         // Streams take turns, so a small table's load is not held up behind a large one.
         var cursors: [(Stream, plan: SnapshotReader.Plan, table: String, after: [String]?)] = []
-        for s in fills.prefix(chunkConnections.count) {
+        // A table whose columns changed since the position the stream has reached waits until the
+        // change comes through (a chunk goes out at the watermark, before the change, so it must
+        // read the columns the destination has there).
+        let catalog = try Self.catalogColumns(fills.map(\.discovered.oid), conn: conn)
+        var ready: [Stream] = []
+        for s in fills {
+            let now = (catalog[s.discovered.oid] ?? []).map { "\($0.name)\u{0}\($0.typeOID)" }
+            let known = current.schemas[s.id].map { $0.columns.map { "\($0.name)\u{0}\($0.typeOID)" } }
+            if known == nil || known == now {
+                schemaWait[s.id] = nil
+                ready.append(live[s.id] ?? s)
+                continue
+            }
+            let since = schemaWait[s.id] ?? Date()
+            schemaWait[s.id] = since
+            if Date().timeIntervalSince(since) > 60 {
+                log(.warning, "CDC: \(s.id)'s columns changed at the source and no change of the table has shown the new ones for 60 s; its load goes on with the columns as they are now (install sql/ddl-capture.sql so the change is seen at once)")
+                schemaWait[s.id] = nil
+                if var tracker = current.schemas[s.id] {
+                    let cols = (catalog[s.discovered.oid] ?? []).map {
+                        DDLCapture.Column(attnum: $0.attnum ?? 0, name: $0.name, typeOID: $0.typeOID, typeModifier: $0.typeModifier)
+                    }
+                    let out = tracker.ddl(cols, rewrite: false)
+                    current.schemas[s.id] = tracker
+                    var cache: [UInt32: PostgresType] = [:]
+                    try applySchema(s, out, captured: false, conn: conn, types: &cache)
+                }
+                ready.append(live[s.id] ?? s)
+            }
+        }
+        if ready.isEmpty { Thread.sleep(forTimeInterval: 0.05) }
+        for s in ready.prefix(chunkConnections.count) {
             guard let fill = current.backfills[s.id] else { continue }
             cursors.append((s, try reader.makePlan(s.configured, s.discovered, tracking: nil, stamp: stamp), reader.qualified(s.discovered), fill.loadedThrough))
         }
@@ -803,8 +841,8 @@ public final class CDCReader {
             }
         }
         // The streams that had no turn go first next time.
-        let used = min(cursors.count, fills.count)
-        fills = Array(fills.dropFirst(used) + fills.prefix(used))
+        let used = Set(cursors.map { $0.0.id })
+        fills = fills.filter { !used.contains($0.id) } + fills.filter { used.contains($0.id) }
         fills.removeAll { current.backfills[$0.id] == nil }
         try emitState(current)
     }
@@ -940,6 +978,8 @@ public final class CDCReader {
     private var renamedTables: Set<UInt32> = []
     private var dropped: Set<StreamID> = []
     private var droppedAtState: Set<StreamID> = []
+    /// Since when a stream's load waits for a schema change to come through the slot.
+    private var schemaWait: [StreamID: Date] = [:]
     /// Streams to read again once the current transaction commits (their table was rewritten).
     private var reloads: Set<StreamID> = []
     /// The streams as their tables are now: columns as the catalog lists them since the last

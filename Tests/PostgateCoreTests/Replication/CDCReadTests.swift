@@ -234,7 +234,7 @@ final class Locked<T>: @unchecked Sendable {
         let (_, second) = try c.read(["k", "nokey"], state: first)
         let rows = second.recordMessages.filter { $0["record"]?["stream"] == "k" }.compactMap { $0["record"]?["data"] }
         #expect(rows.count == 2 && rows[1]["Added Col"] == 7 && rows[0]["Added Col"] == nil)
-        #expect(second.logs.contains { $0.contains("new columns Added Col") }, "\(second.logs)")
+        #expect(second.logs.contains { $0.contains(".k: column Added Col added") }, "\(second.logs)")
         // With the opt-in, the table gets REPLICA IDENTITY FULL (the user owns it here) and its updates flow.
         try c.f.admin.query("ALTER TABLE \(s).nokey OWNER TO postgate_repl")
         var cfg = c.config()
