@@ -184,11 +184,13 @@ final class PostgresDriver: TableDriver {
 
     func dropColumn(_ t: TableRef, _ name: String) throws {
         try flush()
+        forgetTemps(t)
         try exec("dropping column \(name)", "ALTER TABLE \(t.quoted) DROP COLUMN IF EXISTS \(Self.q(name))")
     }
 
     func renameColumn(_ t: TableRef, _ from: String, to: String) throws {
         try flush()
+        forgetTemps(t)
         try exec("renaming column \(from)", "ALTER TABLE \(t.quoted) RENAME COLUMN \(Self.q(from)) TO \(Self.q(to))")
     }
 
@@ -196,6 +198,7 @@ final class PostgresDriver: TableDriver {
     /// become NULL until the stream's reload writes them (a key column must convert).
     func alterColumnType(_ t: TableRef, _ c: DestColumn, isKey: Bool) throws {
         try flush()
+        forgetTemps(t)
         let type = Self.type(c)
         let old = try exec("inspecting \(t.name)", "SELECT format_type(atttypid, atttypmod) AS t FROM pg_attribute WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped",
                            [t.quoted, c.name]).string(0, "t")
@@ -220,6 +223,7 @@ final class PostgresDriver: TableDriver {
 
     func drop(_ t: TableRef) throws {
         try flush()
+        forgetTemps(t)
         try exec("dropping \(t.name)", "DROP TABLE IF EXISTS \(t.quoted)")
     }
 
@@ -370,6 +374,12 @@ final class PostgresDriver: TableDriver {
             }
         }
         return k
+    }
+
+    /// Temporary tables copy their table's column types when made: after `t`'s columns change they are made again.
+    func forgetTemps(_ t: TableRef) {
+        let tag = "\u{0}" + t.quoted + "\u{0}"
+        temps = temps.filter { !$0.key.contains(tag) }
     }
 
     func temp(_ purpose: String, _ t: TableRef, _ columns: String) throws -> String {
