@@ -59,7 +59,7 @@ DECLARE
     r record;
 BEGIN
     FOR r IN SELECT objid, schema_name, object_name FROM pg_event_trigger_dropped_objects()
-             WHERE object_type = 'table' AND original
+             WHERE object_type = 'table' AND (original OR normal)
     LOOP
         PERFORM pg_logical_emit_message(true, 'postgate-ddl', jsonb_build_object(
             'v', 1, 'tag', 'DROP TABLE', 'oid', r.objid::int8, 'schema', r.schema_name, 'table', r.object_name)::text);

@@ -147,7 +147,8 @@ public final class CDCReader {
         // A position before the slot's start is served from the slot's start.
         if current.lsn < confirmed { current.lsn = confirmed }
         // Each stream's columns as of the state (saved with it), or as the catalog has them now.
-        let catalog = try Self.catalogColumns(all.map(\.discovered.oid), conn: conn)
+        publishedColumns = conn.serverVersion >= 150_000 ? cdc.publication : nil
+        let catalog = try Self.catalogColumns(all.map(\.discovered.oid), publication: publishedColumns, conn: conn)
         for s in all {
             let cols = catalog[s.discovered.oid] ?? []
             discoveredTypes[s.id] = Dictionary(cols.map { ($0.name, $0.typeOID) }, uniquingKeysWith: { a, _ in a })
@@ -440,9 +441,13 @@ public final class CDCReader {
                         // belong to its partitioned table's stream, partitions made since included.
                         let leaf = StreamID(namespace: ns, name: name)
                         // A table renamed at the source keeps its stream (and destination table).
-                        var stream = byOID[oid] ?? byID[leaf]
-                        if let s = stream, s.id != leaf, renamedTables.insert(oid).inserted {
-                            log(.info, "CDC: table \(s.id) is now called \(leaf) at the source; its changes are still read as stream \(s.id)")
+                        // (By oid: another table made under a stream's old name is not that stream.)
+                        var stream = byOID[oid]
+                        if let s = stream, s.id != leaf {
+                            currentNames[s.id] = PGConnection.quoteIdentifier(ns) + "." + PGConnection.quoteIdentifier(name)
+                            if renamedTables.insert(oid).inserted {
+                                log(.info, "CDC: table \(s.id) is now called \(leaf) at the source; its changes are still read as stream \(s.id)")
+                            }
                         }
                         if stream == nil {
                             let first = partitionRoots[oid] == nil
@@ -453,7 +458,8 @@ public final class CDCReader {
                         if let s = stream, var tracker = current.schemas[s.id] {
                             let out = tracker.relation(cols)
                             current.schemas[s.id] = tracker
-                            try applySchema(s, out, captured: false, conn: conn, types: &typeCache)
+                            // A transaction the stream's snapshot holds: its columns are in the snapshot already.
+                            if !skipFor.contains(s.id) { try applySchema(s, out, captured: false, conn: conn, types: &typeCache) }
                         }
                         relations[oid] = try relation(stream, cols, conn: conn, types: &typeCache)
                     case .insert(let rel, let new):
@@ -631,13 +637,16 @@ public final class CDCReader {
         var sql: String
         /// The table (quoted), and its columns (name, type oid) as the plan has them.
         let table: String
-        let expected: [(String, UInt32)]
-        let replan: (PGConnection) throws -> (RowShape, String)
+        /// The stream's columns where the slot has got to (`signature`): a chunk reads only a table
+        /// that has them, as it goes out there.
+        let expected: [String]
+        let publication: String?
+        var postponed = false
         var snapshot: CDCState.SnapshotFilter?
         var rows: Int64 = 0
 
         init(stream: Stream, after: [String]?, through: [String]?, shape: RowShape, sql: String, table: String,
-             expected: [(String, UInt32)], replan: @escaping (PGConnection) throws -> (RowShape, String)) {
+             expected: [String], publication: String?) {
             self.stream = stream
             self.after = after
             self.through = through
@@ -645,7 +654,7 @@ public final class CDCReader {
             self.sql = sql
             self.table = table
             self.expected = expected
-            self.replan = replan
+            self.publication = publication
         }
     }
 
@@ -759,11 +768,11 @@ public final class CDCReader {
         // A table whose columns changed since the position the stream has reached waits until the
         // change comes through (a chunk goes out at the watermark, before the change, so it must
         // read the columns the destination has there).
-        let catalog = try Self.catalogColumns(fills.map(\.discovered.oid), conn: conn)
+        let catalog = try Self.catalogColumns(fills.map(\.discovered.oid), publication: publishedColumns, conn: conn)
         var ready: [Stream] = []
         for s in fills {
-            let now = (catalog[s.discovered.oid] ?? []).map { "\($0.name)\u{0}\($0.typeOID)" }
-            let known = current.schemas[s.id].map { $0.columns.map { "\($0.name)\u{0}\($0.typeOID)" } }
+            let now = Self.signature(catalog[s.discovered.oid] ?? [])
+            let known = current.schemas[s.id].map { Self.signature($0.columns) }
             if known == nil || known == now {
                 schemaWait[s.id] = nil
                 ready.append(live[s.id] ?? s)
@@ -789,7 +798,7 @@ public final class CDCReader {
         if ready.isEmpty { Thread.sleep(forTimeInterval: 0.05) }
         for s in ready.prefix(chunkConnections.count) {
             guard let fill = current.backfills[s.id] else { continue }
-            cursors.append((s, try reader.makePlan(s.configured, s.discovered, tracking: nil, stamp: stamp), reader.qualified(s.discovered), fill.loadedThrough))
+            cursors.append((s, try reader.makePlan(s.configured, s.discovered, tracking: nil, stamp: stamp), currentNames[s.id] ?? reader.qualified(s.discovered), fill.loadedThrough))
         }
         var open = Array(cursors.indices)
         while chunks.count < chunkConnections.count, !open.isEmpty {
@@ -801,39 +810,29 @@ public final class CDCReader {
                 if let through { conditions.append("\(Self.keySQL(s)) <= \(Self.keyLiteral(s, through))") }
                 let whereSQL = conditions.isEmpty ? "" : " WHERE " + conditions.joined(separator: " AND ")
                 let sql = "COPY (SELECT \(plan.selectList) FROM \(table)\(whereSQL)) TO STDOUT"
-                let types = discoveredTypes[s.id] ?? [:]
-                let expected = s.discovered.columns.map { ($0.name, types[$0.name] ?? 0) }
-                // The table's columns changed since they were last looked at: the chunk is
-                // planned again from the catalog as its transaction sees it.
-                let replan: (PGConnection) throws -> (RowShape, String) = { [config, sink, logger] c in
-                    var ds = s.discovered
-                    if let now = try Discovery.discover(c, schemas: [ds.schema]).first(where: { $0.oid == ds.oid }) { ds.columns = now.columns }
-                    var cs = s.configured
-                    if let sel = cs.selectedColumns {
-                        let have = Set(ds.columns.map(\.name))
-                        cs.selectedColumns = sel.filter(have.contains)
-                    }
-                    let p = try SnapshotReader(conn: c, config: config, sink: sink, logger: logger).makePlan(cs, ds, tracking: nil, stamp: stamp)
-                    return (p.shape, "COPY (SELECT \(p.selectList) FROM \(table)\(whereSQL)) TO STDOUT")
-                }
-                chunks.append(Chunk(stream: s, after: after, through: through, shape: plan.shape, sql: sql, table: table, expected: expected, replan: replan))
+                let expected = Self.signature(current.schemas[s.id]?.columns ?? [])
+                chunks.append(Chunk(stream: s, after: after, through: through, shape: plan.shape, sql: sql, table: table, expected: expected, publication: publishedColumns))
                 cursors[i].after = through
                 if through == nil { open.removeAll { $0 == i } }
             }
         }
         // Chunk rows are events since the last state: a failure from here on rolls them back.
         if !chunks.isEmpty { emittedSinceState = true }
-        let runner = ParallelItems(items: chunks, sink: sink)
-        try runner.run(connections: Array(chunkConnections.prefix(chunks.count))) { chunk, worker in
-            worker.handed = { chunk.rows += $0 }
-            try Self.readChunk(chunk, worker, committed: committed)
-            try worker.locked {}
+        // (No chunk when every stream waits for a schema change to come through.)
+        if !chunks.isEmpty {
+            let runner = ParallelItems(items: chunks, sink: sink)
+            try runner.run(connections: Array(chunkConnections.prefix(chunks.count))) { chunk, worker in
+                worker.handed = { chunk.rows += $0 }
+                try Self.readChunk(chunk, worker, committed: committed)
+                try worker.locked {}
+            }
         }
-        for c in chunks {
+        let waiting = Set(chunks.filter(\.postponed).map(\.stream.id))
+        for c in chunks where !waiting.contains(c.stream.id) {
             current.chunkFilters.append(CDCState.ChunkFilter(stream: c.stream.id, after: c.after, through: c.through, snapshot: c.snapshot!))
             loadedRows[c.stream.id, default: 0] += c.rows
             if let through = c.through {
-                current.backfills[c.stream.id] = CDCState.Backfill(loadedThrough: through)
+                current.backfills[c.stream.id] = CDCState.Backfill(loadedThrough: through, reload: current.backfills[c.stream.id]?.reload ?? false)
             } else {
                 current.backfills[c.stream.id] = nil
                 current.snapshotted.insert(c.stream.id)
@@ -865,9 +864,13 @@ public final class CDCReader {
             }
             if committed.allSatisfy(filter.contains(xid:)) {
                 chunk.snapshot = filter
-                let now = try catalogColumns([chunk.stream.discovered.oid], conn: conn)[chunk.stream.discovered.oid] ?? []
-                if now.map(\.name) != chunk.expected.map(\.0) || zip(now, chunk.expected).contains(where: { $0.typeOID != $1.1 }) {
-                    (chunk.shape, chunk.sql) = try chunk.replan(conn)
+                // An ALTER TABLE committed since the columns were compared: this chunk waits for it
+                // to come through the slot.
+                let now = try catalogColumns([chunk.stream.discovered.oid], publication: chunk.publication, conn: conn)[chunk.stream.discovered.oid] ?? []
+                if !chunk.expected.isEmpty && signature(now) != chunk.expected {
+                    chunk.postponed = true
+                    try conn.query("ROLLBACK")
+                    return
                 }
                 break
             }
@@ -956,14 +959,20 @@ public final class CDCReader {
     }
 
     /// Each table's live columns (the published ones: generated columns are not), by oid.
-    static func catalogColumns(_ oids: [UInt32], conn: PGConnection) throws -> [UInt32: [SchemaTracker.Column]] {
+    /// With `publication` (PostgreSQL 15+), only the columns its column list publishes.
+    static func catalogColumns(_ oids: [UInt32], publication: String?, conn: PGConnection) throws -> [UInt32: [SchemaTracker.Column]] {
         guard !oids.isEmpty else { return [:] }
+        let listed = publication == nil ? "" : """
+             AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables pt
+                             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace ns ON ns.oid = c.relnamespace
+                             WHERE pt.pubname = $2 AND pt.schemaname = ns.nspname AND pt.tablename = c.relname AND NOT (a.attname = ANY(pt.attnames)))
+            """
         let r = try conn.query("""
             SELECT a.attrelid::int8 AS rel, a.attnum::int4 AS n, a.attname, a.atttypid::int8 AS t, a.atttypmod AS m
             FROM pg_catalog.pg_attribute a
-            WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+            WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''\(listed)
             ORDER BY a.attrelid, a.attnum
-            """, ["{" + oids.map(String.init).joined(separator: ",") + "}"])
+            """, ["{" + oids.map(String.init).joined(separator: ",") + "}"] + (publication.map { [$0] } ?? []))
         var out: [UInt32: [SchemaTracker.Column]] = [:]
         for i in 0..<r.rowCount {
             guard let rel = r.int(i, "rel"), let n = r.int(i, "n"), let name = r.string(i, "attname"), let t = r.int(i, "t"), let m = r.int(i, "m") else { continue }
@@ -972,12 +981,20 @@ public final class CDCReader {
         return out
     }
 
+    /// A column list compared as a set (a partition may order its columns otherwise).
+    static func signature(_ cols: [SchemaTracker.Column]) -> [String] { cols.map { "\($0.name)\u{0}\($0.typeOID)" }.sorted() }
+
+    /// The publication whose column lists limit what CDC sees (PostgreSQL 15+; nil before).
+    private var publishedColumns: String?
+
     /// Type oids of each stream's columns at discovery (a column keeps its discovered type while its oid is the same).
     private var discoveredTypes: [StreamID: [String: UInt32]] = [:]
     /// Streams whose tables were read again or renamed, dropped, or rewritten in this run.
     private var renamedTables: Set<UInt32> = []
     private var dropped: Set<StreamID> = []
     private var droppedAtState: Set<StreamID> = []
+    /// Streams whose table was renamed at the source: its name now (quoted), for chunk reads.
+    private var currentNames: [StreamID: String] = [:]
     /// Since when a stream's load waits for a schema change to come through the slot.
     private var schemaWait: [StreamID: Date] = [:]
     /// Streams to read again once the current transaction commits (their table was rewritten).
@@ -995,6 +1012,8 @@ public final class CDCReader {
                 switch c {
                 case .renameColumn(let from, let to): sel = sel.map { $0 == from ? to : $0 }
                 case .dropColumn(let name): sel.removeAll { $0 == name }
+                // A column the catalog did not list is emitted too.
+                case .addColumn(let name, _, _): sel.append(name)
                 default: break
                 }
             }
@@ -1005,7 +1024,7 @@ public final class CDCReader {
             discovered.columns = now.columns
             discovered.primaryKey = now.primaryKey
         }
-        let cols = try Self.catalogColumns([s.discovered.oid], conn: conn)[s.discovered.oid] ?? []
+        let cols = try Self.catalogColumns([s.discovered.oid], publication: publishedColumns, conn: conn)[s.discovered.oid] ?? []
         discoveredTypes[s.id] = Dictionary(cols.map { ($0.name, $0.typeOID) }, uniquingKeysWith: { a, _ in a })
         live[s.id] = Stream(configured: configured, discovered: discovered)
     }
@@ -1021,7 +1040,8 @@ public final class CDCReader {
             switch change {
             case .addColumn(let name, let oid, let existing):
                 typeOID = oid
-                if !captured && existing == nil {
+                // (A partitioned table keeps no attmissingval: its default shows as a reload.)
+                if existing == nil {
                     let r = try conn.query("""
                         SELECT a.atthasmissing AS has, (a.attmissingval::text::text[])[1] AS v, a.atthasdef AS def
                         FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid AND a.attname = $2 AND NOT a.attisdropped
@@ -1060,9 +1080,10 @@ public final class CDCReader {
         }
         switch message {
         case .rewrite(let oid):
-            if let s = byOID[oid], !dropped.contains(s.id) { reloads.insert(s.id) }
-        case .columns(let oid, let schema, let table, let cols):
-            guard let found = byOID[oid] ?? byID[StreamID(namespace: schema, name: table)], !dropped.contains(found.id),
+            // A partitioned table's rewrite names each partition.
+            if let s = try byOID[oid] ?? partitionRoot(oid, conn: conn).flatMap({ byID[$0] }), !dropped.contains(s.id) { reloads.insert(s.id) }
+        case .columns(let oid, _, _, let cols):
+            guard let found = byOID[oid], !dropped.contains(found.id),
                   let s = live[found.id], var tracker = current.schemas[s.id] else { return }
             let out = tracker.ddl(cols, rewrite: false)
             current.schemas[s.id] = tracker

@@ -179,7 +179,9 @@ import Testing
         let gone = try dest("gone")
         let got = try dest("a")
         kill(bg.process.processIdentifier, SIGTERM)
-        #expect(bg.waitExit() == 0, "\(bg.stderrText.suffix(2000))")
+        let exit = bg.waitExit()
+        if exit != 0 { try? bg.stderrText.write(toFile: FileManager.default.temporaryDirectory.appendingPathComponent("schema-\(capture)-\(kind).log").path, atomically: true, encoding: .utf8) }
+        #expect(exit == 0, "\(bg.stderrText.prefix(3000))")
         #expect(equal, "destination \(String(describing: got)); source \(expected)\n\(bg.stderrText.suffix(3000))")
         // With capture the dropped table goes too; without, nothing says it was dropped.
         #expect(capture ? gone == nil : gone?.rows.count == 10)
@@ -192,5 +194,34 @@ import Testing
         #expect(again.status == 0, "\(again.stderr.suffix(1500))")
         #expect(try dest("a") == Self.table(a, "app.a"))
         #expect(!again.stderr.contains("renamed"), "\(again.stderr.suffix(1500))")
+    }
+
+    /// A stream read again after a rewrite keeps sending deletes of keys its chunks have not
+    /// reached (the destination holds those rows): after its first chunk too.
+    @Test func aReloadKeepsDeletingRowsItHasNotReadYet() throws {
+        let p = try PrivateCDC()
+        let a = p.admin
+        try a.query("ALTER TABLE app.a ADD COLUMN n int; INSERT INTO app.a SELECT g, 'v' || g, g FROM generate_series(1, 3000) g")
+        try FileManager.default.createDirectory(atPath: p.dir, withIntermediateDirectories: true)
+        let db = p.dir + "/reload.db"
+        var config = p.config
+        config["batch_fetch_limit"] = 25
+        config["max_db_connections"] = 1
+        let bg = try BackgroundSync(config: try CLI.writeConfig(config), destination: "sqlite:" + db, extra: ["--follow"])
+        #expect(eventually(60) { SchemaChangeSyncTests.sqliteTable(db, "app__a")?.rows.count == 3000 }, "initial load")
+        try a.query("ALTER TABLE app.a ALTER COLUMN n TYPE text USING (n * 2)::text")
+        try a.query("UPDATE app.a SET v = 'touched' WHERE id = 1")
+        // Deletes of high keys while the chunks work up from the lowest.
+        for i in 0..<150 {
+            try a.query("DELETE FROM app.a WHERE id = \(3000 - i * 10)")
+            usleep(10_000)
+        }
+        let expected = try #require(try SchemaChangeSyncTests.table(a, "app.a"))
+        let equal = eventually(150) { SchemaChangeSyncTests.sqliteTable(db, "app__a") == expected }
+        let got = SchemaChangeSyncTests.sqliteTable(db, "app__a")
+        kill(bg.process.processIdentifier, SIGTERM)
+        #expect(bg.waitExit() == 0, "\(bg.stderrText.suffix(1500))")
+        #expect(bg.stderrText.contains("app.a is read again"))
+        #expect(equal, "destination \(String(describing: got)); source \(expected)")
     }
 }
