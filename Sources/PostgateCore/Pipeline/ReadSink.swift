@@ -85,6 +85,9 @@ public protocol ReadSink: AnyObject {
     func change(_ shape: RowShape, _ change: Change) throws
     /// Every row of the stream was removed at the source (TRUNCATE).
     func truncate(_ stream: StreamID) throws
+    /// A reload chunk replaces the stream's rows with keys in (`after`, `through`] (nil: unbounded;
+    /// values as PostgreSQL prints them, in `keys` order): what the destination holds there goes.
+    func deleteRange(_ keys: RowShape, after: [String]?, through: [String]?) throws
     /// The stream's columns or table changed at the source, in order with its changes (CDC);
     /// `type` is the column's type for an added or retyped column. Already logged by the reader.
     func schemaChange(_ stream: StreamID, _ change: SchemaChange, type: PostgresType?) throws
@@ -131,4 +134,5 @@ extension ReadSink {
     public func restartLoad(_ stream: StreamID) throws {}
     public func lag(_ lag: CDCLag) throws {}
     public func schemaChange(_ stream: StreamID, _ change: SchemaChange, type: PostgresType?) throws {}
+    public func deleteRange(_ keys: RowShape, after: [String]?, through: [String]?) throws {}
 }

@@ -818,6 +818,12 @@ public final class CDCReader {
         }
         // Chunk rows are events since the last state: a failure from here on rolls them back.
         if !chunks.isEmpty { emittedSinceState = true }
+        // A reload chunk replaces its key range: rows deleted at the source since they were synced
+        // go, also those whose delete the chunk's snapshot saw (and so filters).
+        for c in chunks where current.backfills[c.stream.id]?.reload == true {
+            let keys = RowShape(stream: c.stream.id, columns: c.stream.keyColumns.map { RowShape.Column(name: $0.name, encoding: ValueEncoding($0.type), type: $0.type, isKey: true) })
+            try sink.deleteRange(keys, after: c.after, through: c.through)
+        }
         // (No chunk when every stream waits for a schema change to come through.)
         if !chunks.isEmpty {
             let runner = ParallelItems(items: chunks, sink: sink)

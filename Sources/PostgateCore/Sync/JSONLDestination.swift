@@ -289,6 +289,9 @@ public final class JSONLDestination: SyncDestination {
         return removed
     }
 
+    /// Reload ranges are not replaced in files of records (the rows read again are appended).
+    public func deleteRange(_ s: SyncStream, _ keys: RowShape, after: [String]?, through: [String]?) throws {}
+
     /// Records carry their own fields, so a schema change needs nothing here.
     public func schemaChange(_ s: SyncStream, _ change: SchemaChange, type: PostgresType?) throws {}
 

@@ -221,6 +221,19 @@ final class PostgresDriver: TableDriver {
         try exec("setting column \(c.name)", "UPDATE \(t.quoted) SET \(Self.q(c.name)) = $1::\(Self.type(c))", v)
     }
 
+    func deleteRange(_ t: TableRef, keys: [DestColumn], bounds: FieldRows, lower: Int?, upper: Int?) throws -> Int {
+        try flush()
+        let names = "(" + keys.map { Self.q($0.name) }.joined(separator: ", ") + ")"
+        func marks(_ from: Int) -> String { "(" + keys.enumerated().map { "$\(from + $0.offset)::\(Self.type($0.element))" }.joined(separator: ", ") + ")" }
+        var conds: [String] = []
+        if lower != nil { conds.append("\(names) > \(marks(1))") }
+        if upper != nil { conds.append("\(names) <= \(marks(lower == nil ? 1 : keys.count + 1))") }
+        let values = bounds.withArena { arena in [lower, upper].compactMap { $0 }.flatMap { params(bounds, $0, Array(keys.indices), arena) } }
+        let n = try exec("replacing a key range of \(t.name)", "DELETE FROM \(t.quoted)\(conds.isEmpty ? "" : " WHERE " + conds.joined(separator: " AND "))", values).affectedRows
+        outcomes[t, default: Outcomes()].deleted += n
+        return n
+    }
+
     func drop(_ t: TableRef) throws {
         try flush()
         forgetTemps(t)

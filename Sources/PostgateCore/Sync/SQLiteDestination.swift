@@ -167,6 +167,28 @@ final class SQLiteDriver: TableDriver {
         }
     }
 
+    func deleteRange(_ t: TableRef, keys: [DestColumn], bounds: FieldRows, lower: Int?, upper: Int?) throws -> Int {
+        let names = "(" + keys.map { Self.q($0.name) }.joined(separator: ", ") + ")"
+        var conds: [String] = []
+        if lower != nil { conds.append("\(names) > (\(Self.marks(keys.count)))") }
+        if upper != nil { conds.append("\(names) <= (\(Self.marks(keys.count, from: lower == nil ? 1 : keys.count + 1)))") }
+        let kinds = keys.map { DestinationTypes.sqliteValue($0.encoding, $0.type) }
+        var n = 0
+        try run("replacing a key range of \(t.name)") {
+            let st = try db.prepare("DELETE FROM \(t.quoted)\(conds.isEmpty ? "" : " WHERE " + conds.joined(separator: " AND "))")
+            bounds.withArena { arena in
+                var p: Int32 = 1
+                for r in [lower, upper].compactMap({ $0 }) {
+                    for f in keys.indices { bind(st, p, kinds[f], bounds, r, f, arena); p += 1 }
+                }
+            }
+            try st.run()
+            n = db.changes
+        }
+        outcomes[t, default: Outcomes()].deleted += n
+        return n
+    }
+
     func drop(_ t: TableRef) throws {
         statements = [:]
         try run("dropping \(t.name)") { try db.execute("DROP TABLE IF EXISTS \(t.quoted)") }

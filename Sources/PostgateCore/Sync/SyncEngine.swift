@@ -148,6 +148,7 @@ enum SyncEvent: Sendable {
     case keysEnd(StreamID)
     case restartLoad(StreamID)
     case schemaChange(StreamID, SchemaChange, PostgresType?)
+    case deleteRange(RowShape, [String]?, [String]?)
     case checkpoint(Checkpoint)
     case rollback
 
@@ -408,6 +409,8 @@ final class SyncSink: ReadSink {
         try send(.schemaChange(stream, change, type))
     }
 
+    func deleteRange(_ keys: RowShape, after: [String]?, through: [String]?) throws { try send(.deleteRange(keys, after, through)) }
+
     func checkpoint(_ checkpoint: Checkpoint) throws { try send(.checkpoint(checkpoint)) }
 
     func rollback() throws {
@@ -568,6 +571,9 @@ final class Applier: CDCCommitFeedback, Sendable {
                 if case .renameColumn(let from, let to) = change { s.primaryKey = s.primaryKey.map { $0 == from ? to : $0 } }
                 try w.destination.schemaChange(s, change, type: type)
                 w.streams[id] = s
+            case .deleteRange(let keys, let after, let through):
+                guard let s = w.streams[keys.stream] else { continue }
+                try w.destination.deleteRange(s, keys, after: after, through: through)
             case .checkpoint(let c):
                 try commit(c)
             case .rollback:

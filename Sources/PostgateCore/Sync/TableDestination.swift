@@ -52,6 +52,8 @@ public protocol SyncDestination: AnyObject {
     func prunePresentKeys(_ s: SyncStream) throws -> Int
     /// Removes every row of the stream (a TRUNCATE at the source); returns how many.
     func truncate(_ s: SyncStream) throws -> Int
+    /// Removes the rows whose key (the columns of `keys`) is in (`after`, `through`].
+    func deleteRange(_ s: SyncStream, _ keys: RowShape, after: [String]?, through: [String]?) throws
     /// Applies a change to the stream's columns or table made at the source (in the open
     /// transaction, in order with the rows). `s` has the stream's key as renamed by `change`.
     func schemaChange(_ s: SyncStream, _ change: SchemaChange, type: PostgresType?) throws
@@ -90,6 +92,8 @@ protocol TableDriver: AnyObject {
     func alterColumnType(_ t: TableRef, _ c: DestColumn, isKey: Bool) throws
     /// Sets column `c` of every row to field 0 of `value` (a column added with a default).
     func fill(_ t: TableRef, _ c: DestColumn, value: FieldRows) throws
+    /// Deletes rows whose `keys` are above the bounds' row `lower` and at most row `upper` (row indexes in `bounds`).
+    func deleteRange(_ t: TableRef, keys: [DestColumn], bounds: FieldRows, lower: Int?, upper: Int?) throws -> Int
     func drop(_ t: TableRef) throws
     /// Drops `t` and renames `staging` to it.
     func replace(_ t: TableRef, with staging: TableRef) throws
@@ -326,6 +330,28 @@ final class TableDestination: SyncDestination {
     func truncate(_ s: SyncStream) throws -> Int {
         try begin()
         return try driver.deleteAll(target(s).table)
+    }
+
+    func deleteRange(_ s: SyncStream, _ keys: RowShape, after: [String]?, through: [String]?) throws {
+        try begin()
+        let t = target(s)
+        guard try driver.columns(of: t.table) != nil else { return }
+        let a = assignment(s)
+        let cols = keys.columns.map { DestColumn(name: a.column($0.name) ?? $0.name, encoding: $0.encoding, type: $0.type) }
+        // The bounds as rows of the key's shape, so values bind through the one type map.
+        var rows = FieldRows(layout: FieldLayout(keys, cdc: false, primaryKey: []))
+        var line = ByteBuffer(capacity: 256)
+        defer { line.deallocate() }
+        for bound in [after, through].compactMap({ $0 }) {
+            line.removeAll()
+            for (i, v) in bound.enumerated() {
+                if i > 0 { line.append(0x09) }
+                Array(v.utf8).withUnsafeBytes { CopyText.appendEscaped($0, to: &line) }
+            }
+            line.append(0x0a)
+            try rows.appendCopyRow(line.bytes)
+        }
+        _ = try driver.deleteRange(t.table, keys: cols, bounds: rows, lower: after == nil ? nil : 0, upper: through == nil ? nil : (after == nil ? 0 : 1))
     }
 
     func schemaChange(_ s: SyncStream, _ change: SchemaChange, type: PostgresType?) throws {
