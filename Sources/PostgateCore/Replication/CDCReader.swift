@@ -339,7 +339,10 @@ public final class CDCReader {
         /// slot, after every change committed before it.
         func scheduleChunks() throws {
             guard watermark == nil, !fills.isEmpty, !timedOut else { return }
-            if Date() >= loadDeadline {
+            // Every stream still loading gets a chunk in each run before the timeout stops it, so
+            // runs that keep timing out still bring every stream forward (none waits for ever
+            // behind the ones that go first).
+            if Date() >= loadDeadline, fills.allSatisfy({ loadedRows[$0.id] != nil }) {
                 timedOut = true
                 log(.warning, "CDC: the initial load has run for initial_load_timeout_hours (\(cdc.initialLoadTimeoutHours)); it stops here so the slot is drained, and the next run resumes it")
                 try sendMarker()
