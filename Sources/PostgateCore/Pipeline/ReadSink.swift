@@ -114,6 +114,11 @@ public protocol ReadSink: AnyObject {
     func makeLane() -> RowLane
     /// How far CDC is behind the server (reported periodically; already logged on stderr).
     func lag(_ lag: CDCLag) throws
+    /// True when tables that join the publication while CDC runs may become streams (`adopt`).
+    var adoptsTables: Bool { get }
+    /// A table that joined the publication while CDC runs: the stream to read it as from here on
+    /// (announced to the destination, in order with the changes), or nil to leave it out.
+    func adopt(_ table: DiscoveredStream) throws -> ConfiguredStream?
 }
 
 /// Rows of one connection of a parallel read, buffered apart from the others' and handed to the
@@ -135,4 +140,7 @@ extension ReadSink {
     public func lag(_ lag: CDCLag) throws {}
     public func schemaChange(_ stream: StreamID, _ change: SchemaChange, type: PostgresType?) throws {}
     public func deleteRange(_ keys: RowShape, after: [String]?, through: [String]?) throws {}
+    /// A configured catalog is fixed: a table outside it is not read.
+    public var adoptsTables: Bool { false }
+    public func adopt(_ table: DiscoveredStream) throws -> ConfiguredStream? { nil }
 }

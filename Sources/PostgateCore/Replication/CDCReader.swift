@@ -29,6 +29,10 @@ public final class CDCReader {
     static var lagReportInterval: Double {
         ProcessInfo.processInfo.environment["POSTGATE_LAG_REPORT_SECONDS"].flatMap(Double.init).map { max(0.2, $0) } ?? 30
     }
+    /// Seconds between looks at what the publication holds (`POSTGATE_PUBLICATION_CHECK_SECONDS`, default 10).
+    static var membershipInterval: Double {
+        ProcessInfo.processInfo.environment["POSTGATE_PUBLICATION_CHECK_SECONDS"].flatMap(Double.init).map { max(0.2, $0) } ?? 10
+    }
     /// Seconds between heartbeats while following (`POSTGATE_HEARTBEAT_SECONDS`, default 10).
     static var heartbeatInterval: Double {
         ProcessInfo.processInfo.environment["POSTGATE_HEARTBEAT_SECONDS"].flatMap(Double.init).map { max(0.5, $0) } ?? 10
@@ -45,8 +49,12 @@ public final class CDCReader {
         init(configured: ConfiguredStream, discovered: DiscoveredStream) {
             self.configured = configured
             self.discovered = discovered
-            keyColumns = discovered.primaryKey.compactMap { k in discovered.columns.first { $0.name == k } }
-            keyOrder = keyColumns.count == discovered.primaryKey.count ? KeyOrder(keyColumns.map(\.type)) : nil
+            (keyColumns, keyOrder) = Self.key(discovered)
+        }
+
+        static func key(_ discovered: DiscoveredStream) -> ([DiscoveredStream.Column], KeyOrder?) {
+            let cols = discovered.primaryKey.compactMap { k in discovered.columns.first { $0.name == k } }
+            return (cols, cols.count == discovered.primaryKey.count ? KeyOrder(cols.map(\.type)) : nil)
         }
     }
 
@@ -93,7 +101,8 @@ public final class CDCReader {
             published.string(i, "schemaname").flatMap { ns in published.string(i, "tablename").map { StreamID(namespace: ns, name: $0) } }
         })
         for s in all where s.discovered.kind == .table && !inPublication.contains(s.id) {
-            log(.warning, "CDC: table \(s.id) is not in publication \(cdc.publication), so none of its changes reach the slot: it is loaded, then stays as it was. Add it: ALTER PUBLICATION \(PGConnection.quoteIdentifier(cdc.publication)) ADD TABLE \(PGConnection.quoteIdentifier(s.discovered.schema)).\(PGConnection.quoteIdentifier(s.discovered.name));")
+            unpublished.insert(s.id)
+            log(.warning, "CDC: table \(s.id) is not in publication \(cdc.publication), so none of its changes reach the slot: it is loaded, then stays as it was until it joins the publication (then it is read again). Add it: ALTER PUBLICATION \(PGConnection.quoteIdentifier(cdc.publication)) ADD TABLE \(PGConnection.quoteIdentifier(s.discovered.schema)).\(PGConnection.quoteIdentifier(s.discovered.name));")
         }
         let slotQuery = """
             SELECT confirmed_flush_lsn::text AS c, plugin, database, wal_status,
@@ -164,7 +173,27 @@ public final class CDCReader {
         current.chunkFilters.removeAll { !selected.contains($0.stream) }
         current.snapshotted.formIntersection(selected)
         for id in current.schemas.keys where !selected.contains(id) { current.schemas[id] = nil }
+        for id in current.partitions.keys where !selected.contains(id) { current.partitions[id] = nil }
         for s in all { live[s.id] = s }
+        // Partitions attached, detached or dropped since the state: rows joined or left those
+        // streams without changes, so they are read again.
+        let parted = all.filter { $0.discovered.kind == .partitionedTable }
+        let leaves = try Self.leafPartitions(parted.map(\.discovered.oid), conn: conn)
+        for s in parted {
+            let now = leaves[s.discovered.oid] ?? [:]
+            if let saved = current.partitions[s.id], let moved = Self.partitionsMoved(saved: saved, now: now),
+               current.snapshotted.contains(s.id) || current.backfills[s.id] != nil {
+                if s.keyOrder == nil {
+                    log(.warning, "CDC: \(s.id) must be read again (\(moved)); without an integer or uuid primary key it cannot be read again between its changes. Sync it again from scratch (remove its state) to be sure")
+                } else {
+                    log(.info, "CDC: \(s.id) is read again (\(moved), so rows joined or left it without changes)")
+                    current.backfills[s.id] = CDCState.Backfill(loadedThrough: nil, reload: true)
+                    current.chunkFilters.removeAll { $0.stream == s.id }
+                    current.snapshotted.remove(s.id)
+                }
+            }
+            current.partitions[s.id] = now.keys.sorted()
+        }
         for s in all {
             guard let fill = current.backfills[s.id] else { continue }
             if let through = fill.loadedThrough, !(s.keyOrder?.valid(through) ?? false) {
@@ -202,7 +231,7 @@ public final class CDCReader {
         } catch let e as PostgresError where e.sqlState == "55000" && e.message.contains("can no longer get changes from replication slot") {
             throw CDCError.slotInvalidated(slot: slotName, detail: e.detail ?? e.message)
         }
-        for s in all { try sink.status(s.id, current.backfills[s.id] == nil ? .complete : .incomplete) }
+        for s in all + adopted { try sink.status(s.id, current.backfills[s.id] == nil ? .complete : .incomplete) }
         if !current.backfills.isEmpty {
             throw CDCError.initialLoadTimeout(hours: cdc.initialLoadTimeoutHours, streams: current.backfills.keys.sorted().map(\.description))
         }
@@ -237,7 +266,7 @@ public final class CDCReader {
             do {
                 if lostSince != nil { conn = try factory.connect() }
                 let from = current.lsn
-                try stream(streams, conn: conn, state: &current) {
+                try stream(streams + adopted, conn: conn, state: &current) {
                     if lostSince != nil { log(.info, "CDC: reconnected to the server after \(attempt) attempt(s); continuing from \(from)") }
                     lostSince = nil
                     attempt = 0
@@ -263,6 +292,12 @@ public final class CDCReader {
                     current = lastEmitted
                     dropped = droppedAtState
                     reloads = []
+                    rereadWhy = [:]
+                    // Tables adopted after that state are adopted again when seen again (the
+                    // destination rolled their tables back too).
+                    let kept = current
+                    adopted.removeAll { kept.schemas[$0.id] == nil }
+                    declined = []
                 }
                 lostSince = since
                 attempt += 1
@@ -287,8 +322,8 @@ public final class CDCReader {
     }
 
     private func stream(_ streams: [Stream], conn: PGConnection, state current: inout CDCState, connected: () -> Void) throws {
-        let byID = Dictionary(streams.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        let byOID = Dictionary(streams.map { ($0.discovered.oid, $0) }, uniquingKeysWith: { a, _ in a })
+        var byID = Dictionary(streams.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        var byOID = Dictionary(streams.map { ($0.discovered.oid, $0) }, uniquingKeysWith: { a, _ in a })
         // Chunk connections of an earlier attempt may have died with the server.
         chunkConnections = []
         let repl = try factory.connect(replication: true)
@@ -335,6 +370,7 @@ public final class CDCReader {
             sinceState += 1
         }
         var timedOut = false
+        var inTx = false
         /// Asks for the next chunks: they are read once the watermark comes back through the
         /// slot, after every change committed before it.
         func scheduleChunks() throws {
@@ -355,16 +391,107 @@ public final class CDCReader {
         /// Reads a stream again between its changes (its table was rewritten): the destination's
         /// rows are overwritten chunk by chunk, and deletes of keys not read yet go out meanwhile.
         func reload(_ s: Stream) throws {
+            let why = rereadWhy[s.id] ?? "its table was rewritten at the source, so rows already synced may hold other values"
+            rereadWhy[s.id] = nil
             guard s.keyOrder != nil else {
-                log(.warning, "CDC: \(s.id)'s table was rewritten, so rows already synced may hold other values now; without an integer or uuid primary key it cannot be read again between its changes. Sync it again from scratch (remove its state) to be sure")
+                log(.warning, "CDC: \(s.id) must be read again (\(why)); without an integer or uuid primary key it cannot be read again between its changes. Sync it again from scratch (remove its state) to be sure")
                 return
             }
-            log(.info, "CDC: \(s.id) is read again (its table was rewritten at the source, so rows already synced may hold other values)")
+            log(.info, "CDC: \(s.id) is read again (\(why))")
             current.backfills[s.id] = CDCState.Backfill(loadedThrough: nil, reload: true)
             current.chunkFilters.removeAll { $0.stream == s.id }
             current.snapshotted.remove(s.id)
             if !fills.contains(where: { $0.id == s.id }) { fills.append(s) }
             try scheduleChunks()
+        }
+        /// Makes a stream of table `oid` (or of the partitioned table it is a partition of), which
+        /// joined the publication, when the sink takes it: it is loaded in chunks from here on
+        /// and its changes followed. `relation`: the columns a Relation message just gave it.
+        func adopt(_ oid: UInt32, relation: [PgOutputMessage.Column]?) throws -> Stream? {
+            guard sink.adoptsTables, !declined.contains(oid) else { return nil }
+            declined.insert(oid)
+            let r = try conn.query("""
+                SELECT c.oid::int8 AS oid, n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = coalesce(pg_catalog.pg_partition_root($1::oid), $1::oid)
+                """, [String(oid)])
+            guard r.rowCount == 1, let root = r.int(0, "oid").map(UInt32.init), let ns = r.string(0, "nspname") else { return nil }
+            if let s = byOID[root] { return s }
+            guard let ds = try Discovery.discover(conn, schemas: [ns]).first(where: { $0.oid == root }),
+                  ds.kind == .table || ds.kind == .partitionedTable else { return nil }
+            guard Stream.key(ds).1 != nil else {
+                log(.info, "CDC: table \(ds.id) joined publication \(cdc.publication); without an integer or uuid primary key it cannot be loaded between changes, so it is synced from the next run")
+                return nil
+            }
+            guard let configured = try sink.adopt(ds) else {
+                log(.info, "CDC: table \(ds.id) joined publication \(cdc.publication) but is not one of this run's streams (sync takes such a table when it has a primary key, is in `schemas` and no catalog was given); it is left out")
+                return nil
+            }
+            let stream = Stream(configured: configured, discovered: ds)
+            log(.info, "CDC: table \(ds.id) joined publication \(cdc.publication); it is loaded in chunks and followed from here on")
+            adopted.append(stream)
+            byOID[root] = stream
+            byID[stream.id] = stream
+            live[stream.id] = stream
+            let cols = try Self.catalogColumns([root], publication: publishedColumns, conn: conn)[root] ?? []
+            discoveredTypes[stream.id] = Dictionary(cols.map { ($0.name, $0.typeOID) }, uniquingKeysWith: { a, _ in a })
+            // Its columns where the slot is (its chunks wait for the catalog's to come through).
+            current.schemas[stream.id] = SchemaTracker(columns: relation.map { rc in
+                rc.map { SchemaTracker.Column(attnum: nil, name: $0.name, typeOID: $0.typeOID, typeModifier: $0.typeModifier) }
+            } ?? cols)
+            current.backfills[stream.id] = CDCState.Backfill(loadedThrough: nil)
+            current.chunkFilters.removeAll { $0.stream == stream.id }
+            current.snapshotted.remove(stream.id)
+            if ds.kind == .partitionedTable { current.partitions[stream.id] = (try Self.leafPartitions([root], conn: conn)[root] ?? [:]).keys.sorted() }
+            try sink.status(stream.id, .started)
+            try sink.status(stream.id, .running)
+            emittedSinceState = true
+            fills.append(stream)
+            try scheduleChunks()
+            return stream
+        }
+        /// Looks at what the publication holds now: tables that joined it become streams (when
+        /// the sink takes them); a stream whose table joined it late is read again (its changes
+        /// before did not reach the slot); partitioned streams whose partitions were attached,
+        /// detached or dropped are read again. Reloads start at the next commit (or now, between
+        /// transactions).
+        func membership() throws {
+            let r = try conn.query("""
+                SELECT DISTINCT coalesce(pg_catalog.pg_partition_root(c.oid), c.oid)::int8 AS root
+                FROM pg_catalog.pg_publication_tables pt
+                JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname
+                JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename
+                WHERE pt.pubname = $1
+                """, [cdc.publication])
+            var published: Set<UInt32> = []
+            for i in 0..<r.rowCount { if let o = r.int(i, "root") { published.insert(UInt32(o)) } }
+            for oid in published.sorted() where byOID[oid] == nil { _ = try adopt(oid, relation: nil) }
+            for s in byOID.values.sorted(by: { $0.id < $1.id }) where s.discovered.kind == .table && !dropped.contains(s.id) {
+                if published.contains(s.discovered.oid) {
+                    if unpublished.remove(s.id) != nil {
+                        rereadWhy[s.id] = "its table joined publication \(cdc.publication), and its changes before did not reach the slot"
+                        reloads.insert(s.id)
+                    }
+                } else if unpublished.insert(s.id).inserted {
+                    log(.warning, "CDC: table \(s.id) left publication \(cdc.publication): its changes no longer reach the slot and its destination table stays as it is; it is read again if it joins again")
+                }
+            }
+            let parted = byOID.values.filter { $0.discovered.kind == .partitionedTable && !dropped.contains($0.id) }
+            let now = try Self.leafPartitions(parted.map(\.discovered.oid), conn: conn)
+            for s in parted {
+                let after = now[s.discovered.oid] ?? [:]
+                guard current.partitions[s.id] != after.keys.sorted() else { continue }
+                // (A leaf detached becomes a table of its own.)
+                partitionRoots = [:]
+                if let moved = Self.partitionsMoved(saved: current.partitions[s.id] ?? [], now: after) {
+                    rereadWhy[s.id] = "\(moved), so rows joined or left it without changes"
+                    reloads.insert(s.id)
+                }
+                current.partitions[s.id] = after.keys.sorted()
+            }
+            if !inTx {
+                for id in reloads.sorted() { if let s = live[id] { try reload(s) } }
+                reloads.removeAll()
+            }
         }
         if fills.isEmpty { try sendMarker() } else { try scheduleChunks() }
         var lastState = Date()
@@ -376,7 +503,6 @@ public final class CDCReader {
         }
         var relations: [UInt32: Relation] = [:]
         var typeCache: [UInt32: PostgresType] = [:]
-        var inTx = false
         var skipTx = false
         var commitTime = ""
         var commitMicros: Int64 = 0
@@ -384,6 +510,8 @@ public final class CDCReader {
         var done = false
         let idleLimit = Double(cdc.initialWaitingSeconds)
         var lastHeartbeat = Date()
+        var lastMembership = Date()
+        let membershipInterval = Self.membershipInterval
         // A standby cannot write WAL: no built-in heartbeat there.
         var builtInHeartbeat = cdc.heartbeatActionQuery == nil && (try? conn.query("SELECT pg_is_in_recovery() AS r").bool(0, "r")) == false
         let heartbeatInterval = Self.heartbeatInterval
@@ -457,6 +585,10 @@ public final class CDCReader {
                             stream = try partitionRoot(oid, conn: conn).flatMap { byID[$0] }
                             if first, let s = stream { log(.info, "CDC: changes of partition \(leaf) are read as stream \(s.id)") }
                         }
+                        // A table the slot sends that no stream reads joined the publication.
+                        if stream == nil { stream = try adopt(oid, relation: cols) }
+                        // A stream's table that was not in the publication has joined it.
+                        if let s = stream, unpublished.contains(s.id) { try membership() }
                         if let s = stream { stream = dropped.contains(s.id) ? nil : live[s.id] ?? s }
                         if let s = stream, var tracker = current.schemas[s.id] {
                             let out = tracker.relation(cols)
@@ -510,7 +642,9 @@ public final class CDCReader {
                             // A stream read again since the marker was written: its load goes on first.
                             if fills.isEmpty || timedOut { done = true } else { markerSent = false }
                         } else if prefix == DDLCapture.prefix && inTx {
-                            try captured(content, byOID: byOID, byID: byID, fills: &fills, state: &current, conn: conn, types: &typeCache)
+                            if try captured(content, byOID: byOID, byID: byID, fills: &fills, state: &current, conn: conn, types: &typeCache) {
+                                try membership()
+                            }
                         }
                     case .origin, .type:
                         break
@@ -541,6 +675,12 @@ public final class CDCReader {
                 if timedOut && !inTx { break }
             } else if !got && fills.isEmpty && Date().timeIntervalSince(lastChange) > idleLimit {
                 break
+            }
+            // Tables joining or leaving the publication, and partitions attached or detached, show
+            // no change of their own in the slot (DDL capture reports them at once).
+            if !inTx, Date().timeIntervalSince(lastMembership) >= membershipInterval {
+                try membership()
+                lastMembership = Date()
             }
             if let q = cdc.heartbeatActionQuery, Date().timeIntervalSince(lastHeartbeat) > heartbeatInterval {
                 _ = try? conn.query(q)
@@ -952,6 +1092,44 @@ public final class CDCReader {
     }
 
     /// Partitioned tables of partitions seen in Relation messages, by the partition's oid.
+    /// Streams that joined while reading (tables added to the publication).
+    private var adopted: [Stream] = []
+    /// Tables seen joining the publication that are not read (or whose adoption was decided).
+    private var declined: Set<UInt32> = []
+    /// Tables of CDC streams that are not in the publication (read again once they join it).
+    private var unpublished: Set<StreamID> = []
+
+    /// What moved between a stream's saved leaf partitions and its leaves now (leaf → made as a
+    /// partition), or nil when no rows can have joined or left it: a partition made as one
+    /// (CREATE TABLE ... PARTITION OF) brings its rows as changes.
+    static func partitionsMoved(saved: [UInt32], now: [UInt32: Bool]) -> String? {
+        let before = Set(saved)
+        let gone = before.filter { now[$0] == nil }.count
+        let attached = now.filter { !before.contains($0.key) && !$0.value }.count
+        guard gone + attached > 0 else { return nil }
+        return "\(attached) partition(s) attached and \(gone) detached or dropped at the source"
+    }
+
+    /// The leaf partitions of each partitioned table. A leaf counts as made as a partition when
+    /// its row in pg_inherits comes from the transaction that made its table (its row type's).
+    static func leafPartitions(_ oids: [UInt32], conn: PGConnection) throws -> [UInt32: [UInt32: Bool]] {
+        guard !oids.isEmpty else { return [:] }
+        let r = try conn.query("""
+            SELECT p.oid::int8 AS root, l.relid::int8 AS leaf,
+                   EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid
+                           JOIN pg_catalog.pg_type ty ON ty.oid = c.reltype
+                           WHERE i.inhrelid = l.relid AND i.xmin::text = ty.xmin::text) AS made
+            FROM unnest($1::oid[]) AS p(oid), pg_catalog.pg_partition_tree(p.oid) l
+            WHERE l.isleaf AND l.relid <> p.oid
+            """, ["{" + oids.map(String.init).joined(separator: ",") + "}"])
+        var out: [UInt32: [UInt32: Bool]] = Dictionary(uniqueKeysWithValues: oids.map { ($0, [:]) })
+        for i in 0..<r.rowCount {
+            guard let root = r.int(i, "root"), let leaf = r.int(i, "leaf") else { continue }
+            out[UInt32(root), default: [:]][UInt32(leaf)] = r.bool(i, "made") ?? false
+        }
+        return out
+    }
+
     private var partitionRoots: [UInt32: StreamID?] = [:]
 
     /// The partitioned table at the top of relation `oid`'s partition tree (nil for a table that
@@ -1008,6 +1186,8 @@ public final class CDCReader {
     private var schemaWait: [StreamID: Date] = [:]
     /// Streams to read again once the current transaction commits (their table was rewritten).
     private var reloads: Set<StreamID> = []
+    /// Why a stream in `reloads` is read again, when not because its table was rewritten.
+    private var rereadWhy: [StreamID: String] = [:]
     /// The streams as their tables are now: columns as the catalog lists them since the last
     /// schema change, and selected columns following renames and drops.
     private var live: [StreamID: Stream] = [:]
@@ -1079,26 +1259,33 @@ public final class CDCReader {
         if reload { reloads.insert(s.id) }
     }
 
-    /// A captured DDL message, in order with the changes of its transaction.
+    /// A captured DDL message, in order with the changes of its transaction. True when what the
+    /// publication holds may have changed (a publication altered, a table made, a partition
+    /// attached, detached or dropped).
     private func captured(_ content: [UInt8], byOID: [UInt32: Stream], byID: [StreamID: Stream], fills: inout [Stream],
-                          state current: inout CDCState, conn: PGConnection, types: inout [UInt32: PostgresType]) throws {
+                          state current: inout CDCState, conn: PGConnection, types: inout [UInt32: PostgresType]) throws -> Bool {
         let message: DDLCapture.Message
         do { message = try DDLCapture.parse(content) } catch {
             log(.warning, "CDC: \(error); it is ignored")
-            return
+            return false
         }
         switch message {
         case .rewrite(let oid):
             // A partitioned table's rewrite names each partition.
             if let s = try byOID[oid] ?? partitionRoot(oid, conn: conn).flatMap({ byID[$0] }), !dropped.contains(s.id) { reloads.insert(s.id) }
+            return false
         case .columns(let oid, _, _, let cols):
-            guard let found = byOID[oid], !dropped.contains(found.id),
-                  let s = live[found.id], var tracker = current.schemas[s.id] else { return }
+            // A table made, or a partition attached or detached (an ALTER of its partitioned table).
+            guard let found = byOID[oid] else { return true }
+            guard !dropped.contains(found.id), let s = live[found.id], var tracker = current.schemas[s.id] else { return false }
             let out = tracker.ddl(cols, rewrite: false)
             current.schemas[s.id] = tracker
             try applySchema(s, out, captured: true, conn: conn, types: &types)
+            return s.discovered.kind == .partitionedTable
         case .dropped(let oid, _, _):
-            guard let s = byOID[oid], dropped.insert(s.id).inserted else { return }
+            // (A dropped partition takes its rows out of its partitioned table's stream.)
+            guard let s = byOID[oid] else { return true }
+            guard dropped.insert(s.id).inserted else { return false }
             log(.warning, "CDC: \(s.id): table dropped at the source; its destination table goes too, and a table created again under its name is read from the next run")
             emittedSinceState = true
             try sink.schemaChange(s.id, .tableDropped, type: nil)
@@ -1106,10 +1293,12 @@ public final class CDCReader {
             current.chunkFilters.removeAll { $0.stream == s.id }
             current.snapshotted.remove(s.id)
             current.schemas[s.id] = nil
+            current.partitions[s.id] = nil
             fills.removeAll { $0.id == s.id }
             reloads.remove(s.id)
+            return false
         case .publication:
-            break
+            return true
         }
     }
 

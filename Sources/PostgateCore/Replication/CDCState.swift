@@ -36,6 +36,9 @@ public struct CDCState: Sendable, Equatable {
     public var chunkFilters: [ChunkFilter] = []
     /// Each stream's source columns as of `lsn` (what later Relation and DDL messages change).
     var schemas: [StreamID: SchemaTracker] = [:]
+    /// Each partitioned stream's leaf partitions (oids, sorted) as of `lsn`: one attached,
+    /// detached or dropped since means rows joined or left the stream without changes.
+    var partitions: [StreamID: [UInt32]] = [:]
 
     /// How far a chunked initial load got.
     public struct Backfill: Sendable, Equatable {
@@ -107,6 +110,7 @@ public struct CDCState: Sendable, Equatable {
             o["columns"] = .array(t.columns.map { c in
                 .array([c.attnum.map { .number(String($0)) } ?? .null, .string(c.name), .number(String(c.typeOID)), .number(String(c.typeModifier))])
             })
+            if let p = partitions[id] { o["partitions"] = .array(p.map { .number(String($0)) }) }
         }
         var streamStates: [JSONValue] = snapshotted.sorted().map { id in
             var o = JSONObject([("state_type", "cdc_stream"), ("version", 2), ("status", "snapshot_complete")])
@@ -164,6 +168,7 @@ public struct CDCState: Sendable, Equatable {
         var done: Set<StreamID> = []
         var backfills: [StreamID: Backfill] = [:]
         var schemas: [StreamID: SchemaTracker] = [:]
+        var partitions: [StreamID: [UInt32]] = [:]
         for (k, s) in (g["stream_states"]?.arrayValue ?? []).enumerated() {
             guard let name = s["stream_descriptor"]?["name"]?.stringValue, !name.isEmpty else {
                 throw InputError(file: file, path: "\(path).stream_states[\(k)].stream_descriptor.name", reason: "is required")
@@ -183,6 +188,18 @@ public struct CDCState: Sendable, Equatable {
             if let cols = s["stream_state"]?["columns"] {
                 schemas[id] = try parseColumns(cols, file: file, path: "\(path).stream_states[\(k)].stream_state.columns")
             }
+            if let p = s["stream_state"]?["partitions"] {
+                let at = "\(path).stream_states[\(k)].stream_state.partitions"
+                guard let list = p.arrayValue else { throw InputError(file: file, path: at, reason: "expected an array of table oids") }
+                var oids: [UInt32] = []
+                for (i, v) in list.enumerated() {
+                    guard case .number(let n) = v, let oid = UInt32(n), oid > 0 else {
+                        throw InputError(file: file, path: "\(at)[\(i)]", reason: "expected a table oid (a positive 32-bit integer)")
+                    }
+                    oids.append(oid)
+                }
+                partitions[id] = oids
+            }
         }
         var chunkFilters: [ChunkFilter] = []
         let chunks = shared.value["chunk_filters"] ?? .null
@@ -198,6 +215,7 @@ public struct CDCState: Sendable, Equatable {
         }
         var state = CDCState(lsn: lsn, filters: filters, snapshotted: done, backfills: backfills, chunkFilters: chunkFilters)
         state.schemas = schemas
+        state.partitions = partitions
         return state
     }
 

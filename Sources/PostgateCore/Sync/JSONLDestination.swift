@@ -102,6 +102,8 @@ public final class JSONLDestination: SyncDestination {
         for s in streams { _ = assignment(s) }
     }
 
+    public func addStream(_ s: SyncStream) throws { _ = assignment(s) }
+
     public func hasStaging(_ s: SyncStream) -> Bool {
         guard assignments[s.id] != nil else { return false }
         return lengths[staging(s)] != nil && FileManager.default.fileExists(atPath: path(staging(s)))

@@ -99,7 +99,8 @@ public final class SyncEngine {
         let queue = EventQueue(capacity: 4 << 20)
         let applier = Applier(queue: queue, destination: destination, plan: plan, resume: resume, progress: progress,
                               printer: printer, stateFile: options.stateFile, logger: logger)
-        let sink = SyncSink(queue: queue, plan: plan)
+        // Without a catalog, sync takes every table of `schemas`: so also one that joins the publication meanwhile.
+        let sink = SyncSink(queue: queue, plan: plan, adopting: options.catalog == nil ? config : nil)
         applier.start()
         printer.start()
         var readerError: Error?
@@ -148,6 +149,8 @@ enum SyncEvent: Sendable {
     case keysEnd(StreamID)
     case restartLoad(StreamID)
     case schemaChange(StreamID, SchemaChange, PostgresType?)
+    /// A table that joined the publication: a stream from here on.
+    case addStream(SyncStream)
     case deleteRange(RowShape, [String]?, [String]?)
     case checkpoint(Checkpoint)
     case rollback
@@ -261,9 +264,13 @@ final class EventQueue: Sendable {
 /// `sync`'s sink: batches rows and changes per shape and hands them to the queue.
 final class SyncSink: ReadSink {
     let queue: EventQueue
-    let streams: [StreamID: SyncStream]
+    /// The streams (tables that join the publication are added while following).
+    private let streams: Mutex<[StreamID: SyncStream]>
     /// Primary keys per stream, as renamed at the source since the start.
     private let keys: Mutex<[StreamID: [String]]>
+    /// The config whose `schemas` tables that join the publication are taken from (nil: a catalog
+    /// was given, which is fixed).
+    private let adopting: PostgateConfig?
     /// Layouts per row shape, shared with the lanes of a parallel read; the shape is held so its
     /// identity is not reused by another shape meanwhile.
     private let layouts = Mutex<[ObjectIdentifier: (RowShape, FieldLayout)]>([:])
@@ -277,10 +284,26 @@ final class SyncSink: ReadSink {
     private var keyBytes: [UInt8] = []
     static let blockBytes = 256 << 10
 
-    init(queue: EventQueue, plan: [SyncStream]) {
+    init(queue: EventQueue, plan: [SyncStream], adopting: PostgateConfig? = nil) {
         self.queue = queue
-        streams = Dictionary(plan.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        keys = Mutex(streams.mapValues(\.primaryKey))
+        let all = Dictionary(plan.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        streams = Mutex(all)
+        keys = Mutex(all.mapValues(\.primaryKey))
+        self.adopting = adopting
+    }
+
+    var adoptsTables: Bool { adopting != nil }
+
+    func adopt(_ table: DiscoveredStream) throws -> ConfiguredStream? {
+        guard let config = adopting, config.schemas.contains(table.schema) else { return nil }
+        let s = SyncPlan.auto(table, config: config)
+        // Changes follow by key: a table without a primary key is synced (in full) by the next run.
+        guard s.mode == .cdc else { return nil }
+        streams.withLock { $0[s.id] = s }
+        keys.withLock { $0[s.id] = s.primaryKey }
+        try sendPending()
+        try send(.addStream(s))
+        return s.configured
     }
 
     var reconcilesResumedLoads: Bool { true }
@@ -296,11 +319,11 @@ final class SyncSink: ReadSink {
 
     /// The one layout of `shape` (safe from any thread).
     func sharedLayout(_ shape: RowShape) -> FieldLayout {
-        let streams = streams
+        let cdc = streams.withLock { $0[shape.stream]?.mode == .cdc }
         let key = keys.withLock { $0[shape.stream] ?? [] }
         return layouts.withLock { d in
             if let l = d[ObjectIdentifier(shape)]?.1 { return l }
-            let l = FieldLayout(shape, cdc: streams[shape.stream]?.mode == .cdc, primaryKey: key)
+            let l = FieldLayout(shape, cdc: cdc, primaryKey: key)
             d[ObjectIdentifier(shape)] = (shape, l)
             return l
         }
@@ -571,6 +594,11 @@ final class Applier: CDCCommitFeedback, Sendable {
                 if case .renameColumn(let from, let to) = change { s.primaryKey = s.primaryKey.map { $0 == from ? to : $0 } }
                 try w.destination.schemaChange(s, change, type: type)
                 w.streams[id] = s
+            case .addStream(let s):
+                w.logger.info("\(s.id): synced by CDC from here on (its table joined the publication); loaded in chunks, then followed")
+                w.streams[s.id] = s
+                w.progress.add(s)
+                try w.destination.addStream(s)
             case .deleteRange(let keys, let after, let through):
                 guard let s = w.streams[keys.stream] else { continue }
                 try w.destination.deleteRange(s, keys, after: after, through: through)

@@ -21,14 +21,24 @@ public final class SyncProgress: Sendable {
     }
 
     private let streams: Mutex<[StreamID: Stream]>
-    private let order: [StreamID]
+    private let order: Mutex<[StreamID]>
     public let began = Date()
 
     public init(_ plan: [SyncStream]) {
         var all: [StreamID: Stream] = [:]
         for s in plan { all[s.id] = Stream(key: s.id, mode: s.mode.description) }
         streams = Mutex(all)
-        order = plan.map(\.id)
+        order = Mutex(plan.map(\.id))
+    }
+
+    /// A stream that joined while syncing (a table added to the publication).
+    func add(_ s: SyncStream) {
+        let added = streams.withLock { all in
+            guard all[s.id] == nil else { return false }
+            all[s.id] = Stream(key: s.id, mode: s.mode.description)
+            return true
+        }
+        if added { order.withLock { $0.append(s.id) } }
     }
 
     func update(_ key: StreamID, _ body: (inout Stream) -> Void) {
@@ -41,7 +51,8 @@ public final class SyncProgress: Sendable {
     }
 
     public var snapshot: [Stream] {
-        streams.withLock { all in order.compactMap { all[$0] } }
+        let order = order.withLock { $0 }
+        return streams.withLock { all in order.compactMap { all[$0] } }
     }
 
     /// One line for a stream: rows, rate, and percent/ETA when the source gave an estimate.

@@ -35,6 +35,9 @@ public protocol SyncDestination: AnyObject {
     func committedState() throws -> [JSONValue]
     /// Assigns tables to new streams, creates missing tables and adds columns the source gained.
     func prepare(_ streams: [SyncStream]) throws
+    /// A stream that joined while syncing: its table is made in the open transaction (committed
+    /// with the next state, gone with a rollback).
+    func addStream(_ s: SyncStream) throws
     /// True when an interrupted full refresh of `s` left rows staged that a resumed read can add to.
     func hasStaging(_ s: SyncStream) throws -> Bool
     /// Starts (or, with `resume`, continues) loading a full refresh into a staging area.
@@ -205,26 +208,35 @@ final class TableDestination: SyncDestination {
 
     func prepare(_ streams: [SyncStream]) throws {
         try begin()
-        for s in streams {
-            let t = target(s)
-            if s.mode == .fullRefresh { continue }
-            let cols = columns(s)
-            if let have = try driver.columns(of: t.table) {
-                t.present = Set(have.map(driver.naming.fold))
-                // CDC brings its columns' changes in order with the rows (a column the catalog
-                // has now may be one renamed after the position it resumes from).
-                if s.mode == .cdc { continue }
-                for c in cols where !t.present.contains(driver.naming.fold(c.name)) {
-                    try driver.addColumn(t.table, c)
-                    t.present.insert(driver.naming.fold(c.name))
-                    logger.info("\(s.id): added column \(c.name) (new at the source)")
-                }
-            } else {
-                try driver.create(t.table, columns: cols, key: keyNames(s))
-                t.present = Set(cols.map { driver.naming.fold($0.name) })
-            }
-        }
+        for s in streams { try prepareTable(s) }
         try commit(states: [])
+    }
+
+    func addStream(_ s: SyncStream) throws {
+        try begin()
+        bindings = [:]
+        try prepareTable(s)
+    }
+
+    /// Makes an incremental stream's table, or takes the columns it has.
+    private func prepareTable(_ s: SyncStream) throws {
+        let t = target(s)
+        if s.mode == .fullRefresh { return }
+        let cols = columns(s)
+        if let have = try driver.columns(of: t.table) {
+            t.present = Set(have.map(driver.naming.fold))
+            // CDC brings its columns' changes in order with the rows (a column the catalog
+            // has now may be one renamed after the position it resumes from).
+            if s.mode == .cdc { return }
+            for c in cols where !t.present.contains(driver.naming.fold(c.name)) {
+                try driver.addColumn(t.table, c)
+                t.present.insert(driver.naming.fold(c.name))
+                logger.info("\(s.id): added column \(c.name) (new at the source)")
+            }
+        } else {
+            try driver.create(t.table, columns: cols, key: keyNames(s))
+            t.present = Set(cols.map { driver.naming.fold($0.name) })
+        }
     }
 
     func hasStaging(_ s: SyncStream) throws -> Bool {
@@ -455,7 +467,8 @@ final class TableDestination: SyncDestination {
     }
 
     func rollback() {
-        driver.rollback()
+        // (Outside a transaction there is nothing to abandon: PostgreSQL would warn.)
+        if inTransaction { driver.rollback() }
         inTransaction = false
         bindings = [:]
         tables = [:]
