@@ -81,6 +81,35 @@ import Testing
             #expect("\(error)".contains("stream_state.columns[1][0]"), "\(error)")
         }
     }
+
+    @Test func savedStatesKeepEachPartitionedStreamsLeaves() throws {
+        let a = StreamID(namespace: "app", name: "parted")
+        var s = CDCState(lsn: LSN(100), filters: [], snapshotted: [a])
+        s.schemas[a] = Self.tracker([(1, "id", 23)])
+        s.partitions[a] = [16400, 16410]
+        let text = JSONValue.object(["type": "STATE", "state": s.globalJSON()]).jsonText
+        #expect(text.contains(#""partitions":[16400,16410]"#), "\(text)")
+        let back = try #require(try CDCState.parse(Array(text.utf8), file: "state.json"))
+        #expect(back.partitions == s.partitions)
+        for (bad, reason) in [("[16400,-1]", "[1]"), ("[0]", "[0]"), ("[4294967296]", "[0]"), ("\"16400\"", "")] {
+            let broken = text.replacingOccurrences(of: "[16400,16410]", with: bad)
+            #expect(broken != text)
+            do {
+                _ = try CDCState.parse(Array(broken.utf8), file: "state.json")
+                Issue.record("partitions \(bad) accepted")
+            } catch let e as InputError {
+                #expect(e.path == "[0].state.global.stream_states[0].stream_state.partitions" + reason, "\(e.path)")
+            }
+        }
+    }
+
+    @Test func partitionsThatMovedAreCountedAndNewOnesMadeAsPartitionsAreNot() {
+        #expect(CDCReader.partitionsMoved(saved: [1, 2], now: [1: false, 2: true]) == nil)
+        #expect(CDCReader.partitionsMoved(saved: [1], now: [1: false, 2: true]) == nil, "created as a partition: its rows arrive as changes")
+        #expect(CDCReader.partitionsMoved(saved: [1], now: [1: false, 3: false]) == "1 partition(s) attached and 0 detached or dropped at the source")
+        #expect(CDCReader.partitionsMoved(saved: [1, 2], now: [2: true]) == "0 partition(s) attached and 1 detached or dropped at the source")
+        #expect(CDCReader.partitionsMoved(saved: [], now: [:]) == nil)
+    }
 }
 
 @Suite(.serialized) struct SchemaChangeSyncTests {
