@@ -88,6 +88,9 @@ public protocol ReadSink: AnyObject {
     /// A reload chunk replaces the stream's rows with keys in (`after`, `through`] (nil: unbounded;
     /// values as PostgreSQL prints them, in `keys` order): what the destination holds there goes.
     func deleteRange(_ keys: RowShape, after: [String]?, through: [String]?) throws
+    /// True when `deleteRange` really replaces what the destination holds, so a stream can be
+    /// loaded again range by range instead of emptied first (`truncate`).
+    var replacesKeyRanges: Bool { get }
     /// The stream's columns or table changed at the source, in order with its changes (CDC);
     /// `type` is the column's type for an added or retyped column. Already logged by the reader.
     func schemaChange(_ stream: StreamID, _ change: SchemaChange, type: PostgresType?) throws
@@ -140,6 +143,7 @@ extension ReadSink {
     public func lag(_ lag: CDCLag) throws {}
     public func schemaChange(_ stream: StreamID, _ change: SchemaChange, type: PostgresType?) throws {}
     public func deleteRange(_ keys: RowShape, after: [String]?, through: [String]?) throws {}
+    public var replacesKeyRanges: Bool { false }
     /// A configured catalog is fixed: a table outside it is not read.
     public var adoptsTables: Bool { false }
     public func adopt(_ table: DiscoveredStream) throws -> ConfiguredStream? { nil }

@@ -111,6 +111,18 @@ public final class CDCReader {
             """
         var slot = try conn.query(slotQuery, [slotName])
         var recreated = false
+        // Each stream's columns as the catalog has them now.
+        publishedColumns = conn.serverVersion >= 150_000 ? cdc.publication : nil
+        let catalog = try Self.catalogColumns(all.map(\.discovered.oid), publication: publishedColumns, conn: conn)
+        /// A stream loaded again is replaced chunk by chunk, each chunk's key range in the
+        /// destination (its rows stay in sight meanwhile), where the destination can and the
+        /// table's columns are those the saved state gives it (so its key columns are there);
+        /// otherwise it is emptied and loaded again.
+        let savedState = state
+        func replacing(_ s: Stream) -> Bool {
+            guard s.keyOrder != nil, sink.replacesKeyRanges, let saved = savedState?.schemas[s.id] else { return false }
+            return Self.signature(saved.columns) == Self.signature(catalog[s.discovered.oid] ?? [])
+        }
         let found: SlotRecovery.Slot = slot.rowCount == 0 ? .missing : slot.string(0, "wal_status") == "lost" ? .lost : .usable
         switch SlotRecovery.decide(slot: found, name: slotName, saved: state?.lsn, behaviour: cdc.invalidCursorBehaviour, createSlot: cdc.createSlot) {
         case .use:
@@ -122,9 +134,9 @@ public final class CDCReader {
         case .recreate(let drop, let why):
             log(.warning, "CDC: \(why); recreating the slot and loading every CDC stream again (invalid_cdc_cursor_position_behavior is \"Re-sync data\", create_slot is on)")
             if drop { try conn.query("SELECT pg_drop_replication_slot($1)", [slotName]) }
-            // What the destination holds may include rows deleted meanwhile: it is replaced by the new load.
-            for s in all { try sink.truncate(s.id) }
-            try createSlotAndSnapshot(all, conn: conn)
+            // What the destination holds may include rows deleted meanwhile: it is replaced.
+            for s in all where !replacing(s) { try sink.truncate(s.id) }
+            try createSlotAndSnapshot(all, conn: conn, reload: Set(all.filter(replacing).map(\.id)))
             slot = try conn.query(slotQuery, [slotName])
             recreated = true
         case .fail(let error):
@@ -149,15 +161,14 @@ public final class CDCReader {
                 throw SnapshotReader.ReadError(message: "CDC: \(why). Rerun without --state to load the streams again, or set replication_method.invalid_cdc_cursor_position_behavior to \"Re-sync data\" to do that automatically.")
             case .resync:
                 log(.warning, "CDC: \(why); loading every stream again (invalid_cdc_cursor_position_behavior is \"Re-sync data\")")
-                for s in all { try sink.truncate(s.id) }
+                for s in all where !replacing(s) { try sink.truncate(s.id) }
                 current = CDCState(lsn: confirmed, filters: [], snapshotted: [])
+                for s in all where replacing(s) { current.backfills[s.id] = CDCState.Backfill(loadedThrough: nil, reload: true) }
             }
         }
         // A position before the slot's start is served from the slot's start.
         if current.lsn < confirmed { current.lsn = confirmed }
         // Each stream's columns as of the state (saved with it), or as the catalog has them now.
-        publishedColumns = conn.serverVersion >= 150_000 ? cdc.publication : nil
-        let catalog = try Self.catalogColumns(all.map(\.discovered.oid), publication: publishedColumns, conn: conn)
         for s in all {
             let cols = catalog[s.discovered.oid] ?? []
             discoveredTypes[s.id] = Dictionary(cols.map { ($0.name, $0.typeOID) }, uniquingKeysWith: { a, _ in a })
@@ -200,10 +211,13 @@ public final class CDCReader {
                 // The key changed since (or the state was edited): the rows already loaded are
                 // keyed, so loading the stream again from its start only rewrites them.
                 log(.warning, "CDC: the saved progress of \(s.id)'s initial load does not fit its primary key (\(s.discovered.primaryKey.joined(separator: ", "))); its load starts over")
-                current.backfills[s.id] = s.keyOrder == nil ? nil : CDCState.Backfill(loadedThrough: nil)
+                current.backfills[s.id] = CDCState.Backfill(loadedThrough: nil, reload: fill.reload)
                 current.chunkFilters.removeAll { $0.stream == s.id }
-            } else if s.keyOrder == nil {
+            }
+            if s.keyOrder == nil {
                 current.backfills[s.id] = nil
+                // A reload that can no longer go by key range empties the stream and reads it whole.
+                if fill.reload { try sink.truncate(s.id) }
             }
         }
         let need = all.filter { !current.snapshotted.contains($0.id) && current.backfills[$0.id] == nil }
@@ -228,8 +242,15 @@ public final class CDCReader {
         runStart = current.lsn
         do {
             try streamReconnecting(all, conn: conn, state: &current)
-        } catch let e as PostgresError where e.sqlState == "55000" && e.message.contains("can no longer get changes from replication slot") {
-            throw CDCError.slotInvalidated(slot: slotName, detail: e.detail ?? e.message)
+        } catch let e as PostgresError where Self.slotInvalidated(sqlState: e.sqlState, walStatus: "lost") {
+            // Told by the slot's state, not by the message's words (servers speak other languages).
+            let status = (try? factory.connect()).flatMap { c in
+                try? c.query("SELECT wal_status FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", [slotName]).string(0, "wal_status")
+            }
+            if Self.slotInvalidated(sqlState: e.sqlState, walStatus: status) {
+                throw CDCError.slotInvalidated(slot: slotName, detail: e.detail ?? e.message)
+            }
+            throw e
         }
         for s in all + adopted { try sink.status(s.id, current.backfills[s.id] == nil ? .complete : .incomplete) }
         if !current.backfills.isEmpty {
@@ -308,6 +329,16 @@ public final class CDCReader {
                 if stopRequested() { return }
             }
         }
+    }
+
+    /// The server's WAL end (what it wrote, or on a standby what it replayed) and its clock.
+    static let serverEndSQL = "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text AS w, extract(epoch FROM clock_timestamp())::float8::text AS t"
+
+    /// True when a streaming failure means the server invalidated the slot: `pg_replication_slots`
+    /// says its WAL is lost, and the failure is the one that brings (the walsender using the slot
+    /// is terminated, 57P01; streaming from it again is refused, 55000).
+    static func slotInvalidated(sqlState: String?, walStatus: String?) -> Bool {
+        (sqlState == "55000" || sqlState == "57P01") && walStatus == "lost"
     }
 
     /// True for failures a restarted or reachable-again server cures: a broken or refused
@@ -518,6 +549,17 @@ public final class CDCReader {
         var meter = LagMeter()
         var lastLagReport = Date()
         let lagInterval = Self.lagReportInterval
+        // The server's WAL end, sampled about once a second: the stream's own positions are
+        // those of the records it sends, so only the server tells how far behind they are.
+        var lastSample = Date.distantPast
+        func sampleServer() {
+            lastSample = Date()
+            if let r = try? conn.query(Self.serverEndSQL), let end = r.string(0, "w").flatMap(LSN.init), let t = r.string(0, "t").flatMap(Double.init) {
+                meter.sample(end, at: t, localTime: Date().timeIntervalSince1970)
+            }
+        }
+        meter.caughtUp(start)
+        sampleServer()
         /// The server's WAL end from a keepalive that came while nothing was pending: every
         /// transaction committed before it has been received, so a state there loses nothing.
         var idleEnd: LSN?
@@ -547,13 +589,14 @@ public final class CDCReader {
                         idleEnd = nil
                         commitTime = ReplicationFrame.isoTimestamp(time)
                         commitMicros = time
+                        meter.began(commitUnix: ReplicationFrame.unixSeconds(time))
                         skipTx = false
                         for f in current.filters where f.contains(xid: xid) { skipTx = true }
                         // A transaction in a snapshot is skipped only for the streams that snapshot covered.
                         skipFor = skipTx ? Set(current.filters.filter { $0.contains(xid: xid) }.flatMap(\.streams)) : []
                     case .commit(_, _, let end, _):
                         inTx = false
-                        meter.applied(end, commitUnix: Double(commitMicros) / 1_000_000 + 946_684_800)
+                        meter.applied(end, commitUnix: ReplicationFrame.unixSeconds(commitMicros))
                         if !fills.isEmpty { committedXids.append(txXid) }
                         current.lsn = end
                         position.receive(end)
@@ -698,9 +741,11 @@ public final class CDCReader {
                 }
                 lastHeartbeat = Date()
             }
+            if Date().timeIntervalSince(lastSample) >= 1 { sampleServer() }
             if Date().timeIntervalSince(lastLagReport) >= lagInterval {
                 lastLagReport = Date()
                 if !inTx && sinceState == 0 && fills.isEmpty { meter.caughtUp(current.lsn) }
+                sampleServer()
                 let retained = try? conn.query("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::int8 AS r FROM pg_catalog.pg_replication_slots WHERE slot_name = $1", [cdc.replicationSlot]).int(0, "r")
                 let lag = meter.lag(now: Date().timeIntervalSince1970, retained: retained ?? nil)
                 logger.info("\(lag.line)")
@@ -720,8 +765,9 @@ public final class CDCReader {
 
     /// Creates the slot on a replication connection. Tables without a primary key are read in
     /// its exported snapshot, so their changes start exactly where that snapshot ends; the
-    /// others are loaded in chunks from the slot's start.
-    private func createSlotAndSnapshot(_ all: [Stream], conn: PGConnection) throws {
+    /// others are loaded in chunks from the slot's start (those in `reload` in chunks that
+    /// replace their key range in the destination).
+    private func createSlotAndSnapshot(_ all: [Stream], conn: PGConnection, reload: Set<StreamID> = []) throws {
         let whole = all.filter { $0.keyOrder == nil }
         for s in whole { logWhole(s) }
         let repl = try factory.connect(replication: true)
@@ -740,7 +786,7 @@ public final class CDCReader {
             try snapshot(whole, conn: conn, lsn: point)
             try conn.query("COMMIT")
         }
-        for s in all where s.keyOrder != nil { state.backfills[s.id] = CDCState.Backfill(loadedThrough: nil) }
+        for s in all where s.keyOrder != nil { state.backfills[s.id] = CDCState.Backfill(loadedThrough: nil, reload: reload.contains(s.id)) }
         createdState = state
         try emitState(state)
     }

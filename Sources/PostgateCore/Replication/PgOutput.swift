@@ -209,9 +209,17 @@ public enum ReplicationFrame: Sendable, Equatable {
         return out
     }
 
+    /// Seconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
+    static let postgresEpoch: Int64 = 946_684_800
+
     /// Microseconds since 2000-01-01 UTC, PostgreSQL's epoch.
     public static func postgresMicros(_ d: Date) -> Int64 {
-        Int64((d.timeIntervalSince1970 - 946_684_800) * 1_000_000)
+        Int64((d.timeIntervalSince1970 - Double(postgresEpoch)) * 1_000_000)
+    }
+
+    /// Unix seconds of a PostgreSQL timestamp (the inverse of `postgresMicros`).
+    public static func unixSeconds(_ postgresMicros: Int64) -> Double {
+        Double(postgresMicros) / 1_000_000 + Double(postgresEpoch)
     }
 
     /// ISO-8601 UTC text of a PostgreSQL timestamp (microseconds since 2000-01-01).
@@ -219,7 +227,7 @@ public enum ReplicationFrame: Sendable, Equatable {
         var whole = micros / 1_000_000
         var frac = micros % 1_000_000
         if frac < 0 { frac += 1_000_000; whole -= 1 }
-        var t = time_t(whole + 946_684_800)
+        var t = time_t(whole + postgresEpoch)
         var tm = tm()
         gmtime_r(&t, &tm)
         return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday), Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(frac))

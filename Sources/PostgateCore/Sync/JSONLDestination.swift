@@ -292,6 +292,7 @@ public final class JSONLDestination: SyncDestination {
     }
 
     /// Reload ranges are not replaced in files of records (the rows read again are appended).
+    public var replacesKeyRanges: Bool { false }
     public func deleteRange(_ s: SyncStream, _ keys: RowShape, after: [String]?, through: [String]?) throws {}
 
     /// Records carry their own fields, so a schema change needs nothing here.

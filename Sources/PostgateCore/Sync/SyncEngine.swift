@@ -100,7 +100,8 @@ public final class SyncEngine {
         let applier = Applier(queue: queue, destination: destination, plan: plan, resume: resume, progress: progress,
                               printer: printer, stateFile: options.stateFile, logger: logger)
         // Without a catalog, sync takes every table of `schemas`: so also one that joins the publication meanwhile.
-        let sink = SyncSink(queue: queue, plan: plan, adopting: options.catalog == nil ? config : nil)
+        let sink = SyncSink(queue: queue, plan: plan, adopting: options.catalog == nil ? config : nil,
+                            replacesKeyRanges: destination.replacesKeyRanges)
         applier.start()
         printer.start()
         var readerError: Error?
@@ -284,8 +285,11 @@ final class SyncSink: ReadSink {
     private var keyBytes: [UInt8] = []
     static let blockBytes = 256 << 10
 
-    init(queue: EventQueue, plan: [SyncStream], adopting: PostgateConfig? = nil) {
+    let replacesKeyRanges: Bool
+
+    init(queue: EventQueue, plan: [SyncStream], adopting: PostgateConfig? = nil, replacesKeyRanges: Bool = false) {
         self.queue = queue
+        self.replacesKeyRanges = replacesKeyRanges
         let all = Dictionary(plan.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         streams = Mutex(all)
         keys = Mutex(all.mapValues(\.primaryKey))

@@ -57,6 +57,8 @@ public protocol SyncDestination: AnyObject {
     func truncate(_ s: SyncStream) throws -> Int
     /// Removes the rows whose key (the columns of `keys`) is in (`after`, `through`].
     func deleteRange(_ s: SyncStream, _ keys: RowShape, after: [String]?, through: [String]?) throws
+    /// True when `deleteRange` removes rows (tables do; logs of records cannot take rows back).
+    var replacesKeyRanges: Bool { get }
     /// Applies a change to the stream's columns or table made at the source (in the open
     /// transaction, in order with the rows). `s` has the stream's key as renamed by `change`.
     func schemaChange(_ s: SyncStream, _ change: SchemaChange, type: PostgresType?) throws
@@ -114,6 +116,7 @@ protocol TableDriver: AnyObject {
 /// The destination core shared by SQLite and PostgreSQL: table assignment, staging, widening,
 /// keys and outcome counts over a `TableDriver`.
 final class TableDestination: SyncDestination {
+    var replacesKeyRanges: Bool { true }
     let driver: TableDriver
     let logger: Logger
     var states: [JSONValue]

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Synchronization
 import Testing
 @testable import PostgateCore
 
@@ -35,9 +36,22 @@ import Testing
     }
 }
 
+@Suite struct SlotInvalidationTests {
+    /// A streaming failure is taken for an invalidated slot by its SQLSTATE and the slot's
+    /// wal_status, whatever language the server's message is in.
+    @Test func toldByStateNotByWords() {
+        #expect(CDCReader.slotInvalidated(sqlState: "55000", walStatus: "lost"))
+        #expect(CDCReader.slotInvalidated(sqlState: "57P01", walStatus: "lost"), "the walsender holding it is terminated")
+        #expect(!CDCReader.slotInvalidated(sqlState: "55000", walStatus: "reserved"))
+        #expect(!CDCReader.slotInvalidated(sqlState: "55000", walStatus: nil))
+        #expect(!CDCReader.slotInvalidated(sqlState: "55006", walStatus: "lost"))
+    }
+}
+
 @Suite(.serialized) struct SlotLossTests {
-    static func sync(_ p: PrivateCDC, _ db: String, _ extra: JSONObject = [:]) throws -> CLIResult {
+    static func sync(_ p: PrivateCDC, _ db: String, _ extra: JSONObject = [:], top: JSONObject = [:]) throws -> CLIResult {
         var config = p.config
+        for (k, v) in top.entries { config[k] = v }
         if case .object(var m)? = config["replication_method"] {
             for (k, v) in extra.entries { m[k] = v }
             config["replication_method"] = .object(m)
@@ -145,8 +159,43 @@ import Testing
         let withoutCreate = try Self.sync(p, db, ["invalid_cdc_cursor_position_behavior": "Re-sync data"])
         #expect(withoutCreate.status != 0 && withoutCreate.stderr.contains("create_slot"), "\(withoutCreate.stderr)")
 
-        let recovered = try Self.sync(p, db, Self.resync)
+        // The re-sync replaces the rows chunk by chunk: the table is never seen emptied meanwhile
+        // (it was truncated in a commit of its own before the reload, and read empty until then).
+        let watch = RowCountWatch(db, table: "app__a")
+        let recovered = try Self.sync(p, db, Self.resync, top: ["batch_fetch_limit": 50])
+        let fewest = watch.stop()
         #expect(recovered.status == 0, "\(recovered.stderr)")
         #expect(PrivateCDC.destRows(db) == (try p.sourceRows(p.admin)), "rows deleted while the slot was gone are gone from the destination")
+        #expect(watch.looks > 10 && fewest >= 280, "the destination held as few as \(fewest) of its 300 rows during the re-sync (\(watch.looks) looks)")
+    }
+}
+
+/// Counts a SQLite table's rows as often as it can on a thread of its own, keeping the fewest seen.
+final class RowCountWatch: @unchecked Sendable {
+    private let state = Mutex<(stop: Bool, fewest: Int, looks: Int)>((false, .max, 0))
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ path: String, table: String) {
+        Thread.detachNewThread { [self] in
+            var config = Configuration()
+            config.readonly = true
+            let queue = try? DatabaseQueue(path: path, configuration: config)
+            while !state.withLock({ $0.stop }) {
+                if let n = try? queue?.read({ try Int.fetchOne($0, sql: "SELECT count(*) FROM \(table)") }) {
+                    state.withLock { $0.fewest = min($0.fewest, n); $0.looks += 1 }
+                }
+                usleep(500)
+            }
+            done.signal()
+        }
+    }
+
+    var looks: Int { state.withLock { $0.looks } }
+
+    /// Stops watching; the fewest rows seen.
+    func stop() -> Int {
+        state.withLock { $0.stop = true }
+        done.wait()
+        return state.withLock { $0.fewest }
     }
 }
