@@ -17,7 +17,9 @@ final class PrivateServer: @unchecked Sendable {
         let lab = try Lab.load()
         let owner = lab.values["LAB_USER"] ?? "postgate-lab"
         dir = "/tmp/postgate-test-pg-\(UUID().uuidString.prefix(8))"
-        port = Int.random(in: 56_000...56_999)
+        // Below Linux's ephemeral range (32768-60999): a port there can be held by any client
+        // socket's local end, and the server (or its restart) then cannot bind it.
+        port = Int.random(in: 23_000...25_999)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let pw = dir + "/pw"
         try Data("\(password)\n".utf8).write(to: URL(fileURLWithPath: pw))
@@ -56,7 +58,12 @@ final class PrivateServer: @unchecked Sendable {
     private var owner: String { (try? Lab.load().values["LAB_USER"]) ?? "postgate-lab" }
 
     func start() throws {
-        try Self.sh("runuser -u \(owner) -- \(Self.bin)/pg_ctl -D \(dir)/data -l \(dir)/log -w -t 60 start >/dev/null")
+        do {
+            try Self.sh("runuser -u \(owner) -- \(Self.bin)/pg_ctl -D \(dir)/data -l \(dir)/log -w -t 60 start >/dev/null")
+        } catch {
+            let log = (try? String(contentsOfFile: dir + "/log", encoding: .utf8)) ?? "no log"
+            throw PrivateServerError(message: "\(error); the server's log ends: \(log.suffix(600))")
+        }
     }
 
     /// Stops the server in `mode` (fast, immediate); returns how long pg_ctl took.
