@@ -117,6 +117,47 @@ import Testing
         #expect(PrivateCDC.destRows(db) == (try p.sourceRows(p.admin)))
     }
 
+    /// A slot invalidated under a running follow (its walsender is terminated, and streaming from
+    /// the slot again is refused) ends the follow with the slot named as invalidated, as a
+    /// transient failure, also from a server that speaks German (told by SQLSTATE and the
+    /// slot's state, not by words); the next run with "Re-sync data" recreates it and converges.
+    @Test func aSlotInvalidatedWhileFollowingEndsTheFollowAndIsRecovered() throws {
+        let p = try PrivateCDC()
+        try p.admin.query("INSERT INTO app.a SELECT g, 'v' || g FROM generate_series(1, 200) g")
+        let db = p.dir + "/d.db"
+        let bg = try p.follow("sqlite:" + db)
+        #expect(eventually(30) { PrivateCDC.destRows(db).count == 200 })
+        // The follow stops reading (as a consumer that fell behind would), WAL piles up past
+        // max_slot_wal_keep_size, and a checkpoint invalidates the slot it still holds.
+        kill(bg.process.processIdentifier, SIGSTOP)
+        try p.admin.query("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        try p.admin.query("SELECT pg_reload_conf()")
+        try Self.changeWhileUnreadable(p)
+        var lost = false
+        for _ in 0..<12 where !lost {
+            try p.admin.query("INSERT INTO other.big SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g")
+            try p.admin.query("SELECT pg_switch_wal()")
+            try p.admin.query("CHECKPOINT")
+            lost = try p.admin.query("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", [p.slot]).string(0, "wal_status") == "lost"
+        }
+        // (The locale comes with scripts/install-deps.)
+        try p.admin.query("ALTER SYSTEM SET lc_messages = 'de_DE.UTF-8'")
+        try p.admin.query("SELECT pg_reload_conf()")
+        kill(bg.process.processIdentifier, SIGCONT)
+        try #require(lost, "the slot was not invalidated")
+        let status = bg.waitExit(timeout: 60)
+        #expect(status == 2, "a transient failure: \(bg.stderrText.suffix(800))")
+        #expect(bg.stderrText.contains("invalidated while in use") && bg.stderrText.contains("Re-sync data"), "\(bg.stderrText.suffix(800))")
+        #expect(!bg.stderrText.contains("can no longer get changes"), "the server spoke German: \(bg.stderrText.suffix(800))")
+
+        try p.admin.query("ALTER SYSTEM RESET lc_messages")
+        try p.admin.query("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        try p.admin.query("SELECT pg_reload_conf()")
+        let recovered = try Self.sync(p, db, Self.resync)
+        #expect(recovered.status == 0, "\(recovered.stderr)")
+        #expect(PrivateCDC.destRows(db) == (try p.sourceRows(p.admin)), "the destination equals the source after the re-sync")
+    }
+
     static func checkMessage(_ p: PrivateCDC, environment: [String: String] = [:]) throws -> String {
         let r = try CLI.run(["check", "--config", try CLI.writeConfig(p.config)], environment: environment)
         return r.messages.first?["connectionStatus"]?["message"]?.stringValue ?? r.stdout
