@@ -831,6 +831,8 @@ public final class CDCReader {
         let expected: [String]
         let publication: String?
         var postponed = false
+        /// A reload chunk: the key columns of the range it replaces in the destination.
+        var replaces: RowShape?
         var snapshot: CDCState.SnapshotFilter?
         var rows: Int64 = 0
 
@@ -1010,8 +1012,7 @@ public final class CDCReader {
         // A reload chunk replaces its key range: rows deleted at the source since they were synced
         // go, also those whose delete the chunk's snapshot saw (and so filters).
         for c in chunks where current.backfills[c.stream.id]?.reload == true {
-            let keys = RowShape(stream: c.stream.id, columns: c.stream.keyColumns.map { RowShape.Column(name: $0.name, encoding: ValueEncoding($0.type), type: $0.type, isKey: true) })
-            try sink.deleteRange(keys, after: c.after, through: c.through)
+            c.replaces = RowShape(stream: c.stream.id, columns: c.stream.keyColumns.map { RowShape.Column(name: $0.name, encoding: ValueEncoding($0.type), type: $0.type, isKey: true) })
         }
         // (No chunk when every stream waits for a schema change to come through.)
         if !chunks.isEmpty {
@@ -1078,6 +1079,11 @@ public final class CDCReader {
             Thread.sleep(forTimeInterval: 0.005)
         }
         do {
+            // Its key range goes from the destination just before its rows (a chunk postponed
+            // above leaves the range as it was).
+            if let keys = chunk.replaces {
+                try worker.locked { try worker.runner.sink.deleteRange(keys, after: chunk.after, through: chunk.through) }
+            }
             try conn.copyOut(chunk.sql) { row in try worker.row(chunk.shape, row) }
             try conn.query("COMMIT")
         } catch {
