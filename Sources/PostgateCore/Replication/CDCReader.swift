@@ -449,6 +449,12 @@ public final class CDCReader {
             if let s = byOID[root] { return s }
             guard let ds = try Discovery.discover(conn, schemas: [ns]).first(where: { $0.oid == root }),
                   ds.kind == .table || ds.kind == .partitionedTable else { return nil }
+            // A table created again under the name of one dropped in this run: its stream's
+            // state went with the drop, so the next run loads it from the start.
+            if dropped.contains(ds.id) {
+                log(.info, "CDC: table \(ds.id) was created again after the table of that stream was dropped; it is read from the next run")
+                return nil
+            }
             guard Stream.key(ds).1 != nil else {
                 log(.info, "CDC: table \(ds.id) joined publication \(cdc.publication); without an integer or uuid primary key it cannot be loaded between changes, so it is synced from the next run")
                 return nil
@@ -458,7 +464,11 @@ public final class CDCReader {
                 return nil
             }
             let stream = Stream(configured: configured, discovered: ds)
-            log(.info, "CDC: table \(ds.id) joined publication \(cdc.publication); it is loaded in chunks and followed from here on")
+            // Another table under a stream's name (the stream's table was dropped, or renamed
+            // away, unseen): what the destination holds for the name is replaced.
+            let replaces = byID[ds.id] != nil
+            log(.info, "CDC: table \(ds.id) joined publication \(cdc.publication)\(replaces ? " (a table that was a stream under that name before: its rows in the destination are replaced)" : ""); it is loaded in chunks and followed from here on")
+            if replaces && !sink.replacesKeyRanges { try sink.truncate(stream.id) }
             adopted.append(stream)
             byOID[root] = stream
             byID[stream.id] = stream
@@ -469,7 +479,7 @@ public final class CDCReader {
             current.schemas[stream.id] = SchemaTracker(columns: relation.map { rc in
                 rc.map { SchemaTracker.Column(attnum: nil, name: $0.name, typeOID: $0.typeOID, typeModifier: $0.typeModifier) }
             } ?? cols)
-            current.backfills[stream.id] = CDCState.Backfill(loadedThrough: nil)
+            current.backfills[stream.id] = CDCState.Backfill(loadedThrough: nil, reload: replaces && sink.replacesKeyRanges)
             current.chunkFilters.removeAll { $0.stream == stream.id }
             current.snapshotted.remove(stream.id)
             if ds.kind == .partitionedTable { current.partitions[stream.id] = (try Self.leafPartitions([root], conn: conn)[root] ?? [:]).keys.sorted() }
@@ -1282,14 +1292,18 @@ public final class CDCReader {
             case .addColumn(let name, let oid, let existing):
                 typeOID = oid
                 // (A partitioned table keeps no attmissingval: its default shows as a reload.)
-                if existing == nil {
+                // (A captured column list says what rows already there hold; a Relation message does
+                // not, so the catalog is asked, as it is now.)
+                if existing == nil && !captured {
                     let r = try conn.query("""
                         SELECT a.atthasmissing AS has, (a.attmissingval::text::text[])[1] AS v, a.atthasdef AS def
                         FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid AND a.attname = $2 AND NOT a.attisdropped
                         """, [String(s.discovered.oid), name])
                     if r.rowCount == 1, r.bool(0, "has") == true {
                         change = .addColumn(name: name, typeOID: oid, existing: r.string(0, "v"))
-                    } else if r.rowCount == 1, r.bool(0, "def") == true {
+                    } else if r.rowCount != 1 || r.bool(0, "def") == true {
+                        // A default that left no attmissingval, or the column was renamed or
+                        // dropped since (what rows hold in it cannot be told): read them again.
                         reload = true
                     }
                 }

@@ -28,7 +28,8 @@ public enum SchemaChange: Sendable, Equatable, CustomStringConvertible {
 /// A DDL capture message lists columns by `attnum`, so a rename is told exactly from a drop and
 /// an add. A Relation message lists only names and types in attnum order; there a column that
 /// disappears while one of the same type appears at the same position is taken for a rename,
-/// anything else for drops and adds.
+/// anything else for drops and adds (and when columns went and came at once, the rows are read
+/// again, since some may have been renames).
 struct SchemaTracker: Sendable, Equatable {
     struct Column: Sendable, Equatable {
         /// nil when only a Relation message described it.
@@ -79,6 +80,9 @@ struct SchemaTracker: Sendable, Equatable {
             out.changes.append(.renameColumn(from: r.from, to: r.to))
         } else {
             for (_, c) in removed { out.changes.append(.dropColumn(name: c.name)) }
+            // Columns gone and others come at once, and not one rename: some may be renames whose
+            // values the rows already read hold, which a drop and an add would lose.
+            if !removed.isEmpty && !added.isEmpty { out.reload = true }
         }
         let old = Dictionary(columns.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for c in cols {
@@ -119,6 +123,8 @@ struct SchemaTracker: Sendable, Equatable {
             if a.name != c.name { out.changes.append(.renameColumn(from: c.name, to: a.name)) }
             if a.typeOID != c.typeOID || a.typeModifier != c.typeModifier {
                 out.changes.append(.alterType(name: a.name, typeOID: a.typeOID))
+                // Without a rewrite values may still print differently (timestamp to timestamptz).
+                if !Self.printsTheSame(from: c.typeOID, to: a.typeOID) { out.reload = true }
             }
         }
         for a in after where !matched.contains(a.attnum) {
