@@ -151,7 +151,7 @@ struct Discover: ParsableCommand {
         defer { factory.close() }
         let conn = try factory.connect()
         let streams: [DiscoveredStream]
-        do { streams = try Discovery.discover(conn, schemas: config.schemas) } catch { throw factory.translate(error) }
+        do { streams = try Discovery.discover(conn, schemas: config.schemas, publication: config.replication.publication) } catch { throw factory.translate(error) }
         if streams.isEmpty {
             logger.warning("no readable tables, views or materialized views in schemas \(config.schemas)")
         }

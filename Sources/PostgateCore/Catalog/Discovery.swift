@@ -35,7 +35,9 @@ public struct DiscoveredStream: Sendable {
 /// Reads the catalog of the selected schemas.
 public enum Discovery {
     /// Relations of the given schemas that the user may SELECT from, with columns and primary keys.
-    public static func discover(_ conn: PGConnection, schemas: [String]) throws(PostgresError) -> [DiscoveredStream] {
+    /// With `publication` (CDC), a table that publication lists with a column list (PostgreSQL 15)
+    /// has only those columns: the others are kept from the source, in every mode.
+    public static func discover(_ conn: PGConnection, schemas: [String], publication: String? = nil) throws(PostgresError) -> [DiscoveredStream] {
         let schemaArray = textArrayLiteral(schemas)
         let rels = try conn.query("""
             SELECT c.oid::int8 AS oid, n.nspname, c.relname, c.relkind::text AS relkind, c.reltuples::int8 AS reltuples
@@ -87,6 +89,20 @@ public enum Discovery {
         for r in 0..<pks.rowCount {
             guard let relid = pks.int(r, "relid").map({ UInt32($0) }), let i = index[relid], let name = pks.string(r, "attname") else { continue }
             streams[i].primaryKey.append(name)
+        }
+        if let publication, conn.serverVersion >= 150_000 {
+            let listed = try conn.query("""
+                SELECT pr.prrelid::int8 AS relid, a.attname
+                FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                JOIN pg_catalog.pg_attribute a ON a.attrelid = pr.prrelid AND a.attnum = ANY(pr.prattrs::int2[])
+                WHERE p.pubname = $1 AND pr.prattrs IS NOT NULL AND pr.prrelid = ANY($2::oid[])
+                """, [publication, oids])
+            var names: [Int: Set<String>] = [:]
+            for r in 0..<listed.rowCount {
+                guard let relid = listed.int(r, "relid").map({ UInt32($0) }), let i = index[relid], let name = listed.string(r, "attname") else { continue }
+                names[i, default: []].insert(name)
+            }
+            for (i, keep) in names { streams[i].columns.removeAll { !keep.contains($0.name) } }
         }
         return streams
     }

@@ -70,6 +70,12 @@ public enum ReplicationMethod: Sendable {
     /// Logical replication with pgoutput.
     case cdc(CDCSettings)
 
+    /// The publication CDC reads (its column lists limit the columns discovered), if any.
+    public var publication: String? {
+        if case .cdc(let c) = self { return c.publication }
+        return nil
+    }
+
     public var name: String {
         switch self {
         case .standard: return "Standard"

@@ -80,7 +80,7 @@ public final class SourceDriver {
         defer { factory.close() }
         do {
             let conn = try factory.connect()
-            let discovered = try Discovery.discover(conn, schemas: ConfiguredCatalog.schemas(catalog, configured: config.schemas))
+            let discovered = try Discovery.discover(conn, schemas: ConfiguredCatalog.schemas(catalog, configured: config.schemas), publication: config.replication.publication)
             let named = try ConfiguredCatalog.resolveNamespaces(catalog, discovered: discovered)
             let streams = try resolve(named, discovered: discovered, config: config, states: states)
             let driver = SourceDriver(config: config, factory: factory, logger: logger)

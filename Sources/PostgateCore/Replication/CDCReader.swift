@@ -251,6 +251,14 @@ public final class CDCReader {
                 throw CDCError.slotInvalidated(slot: slotName, detail: e.detail ?? e.message)
             }
             throw e
+        } catch let e as PostgresError where e.sqlState == "42704" {
+            // The publication is there now, yet the slot did not find it: the slot decodes each
+            // change with the catalog as of that change, from before the publication was made.
+            let exists = (try? factory.connect()).flatMap { c in
+                try? c.query("SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1", [cdc.publication]).rowCount
+            } == 1
+            if exists { throw CDCError.publicationAfterSlot(publication: cdc.publication, slot: slotName) }
+            throw e
         }
         for s in all + adopted { try sink.status(s.id, current.backfills[s.id] == nil ? .complete : .incomplete) }
         if !current.backfills.isEmpty {
@@ -447,7 +455,7 @@ public final class CDCReader {
                 """, [String(oid)])
             guard r.rowCount == 1, let root = r.int(0, "oid").map(UInt32.init), let ns = r.string(0, "nspname") else { return nil }
             if let s = byOID[root] { return s }
-            guard let ds = try Discovery.discover(conn, schemas: [ns]).first(where: { $0.oid == root }),
+            guard let ds = try Discovery.discover(conn, schemas: [ns], publication: cdc.publication).first(where: { $0.oid == root }),
                   ds.kind == .table || ds.kind == .partitionedTable else { return nil }
             // A table created again under the name of one dropped in this run: its stream's
             // state went with the drop, so the next run loads it from the start.
@@ -1230,6 +1238,18 @@ public final class CDCReader {
         return out
     }
 
+    /// The attnums a publication's column list takes from a table (PostgreSQL 15+), or nil when
+    /// it takes every column.
+    private func publishedAttnums(_ oid: UInt32, conn: PGConnection) throws -> Set<Int>? {
+        guard let publication = publishedColumns else { return nil }
+        let r = try conn.query("""
+            SELECT pr.prattrs::text AS a FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+            WHERE p.pubname = $1 AND pr.prrelid = $2::oid AND pr.prattrs IS NOT NULL
+            """, [publication, String(oid)])
+        guard r.rowCount > 0, let text = r.string(0, "a") else { return nil }
+        return Set(text.split(separator: " ").compactMap { Int($0) })
+    }
+
     /// A column list compared as a set (a partition may order its columns otherwise).
     static func signature(_ cols: [SchemaTracker.Column]) -> [String] { cols.map { "\($0.name)\u{0}\($0.typeOID)" }.sorted() }
 
@@ -1271,7 +1291,7 @@ public final class CDCReader {
             configured.selectedColumns = sel
         }
         var discovered = s.discovered
-        if let now = try Discovery.discover(conn, schemas: [s.discovered.schema]).first(where: { $0.oid == s.discovered.oid }) {
+        if let now = try Discovery.discover(conn, schemas: [s.discovered.schema], publication: cdc.publication).first(where: { $0.oid == s.discovered.oid }) {
             discovered.columns = now.columns
             discovered.primaryKey = now.primaryKey
         }
@@ -1340,10 +1360,13 @@ public final class CDCReader {
             // A partitioned table's rewrite names each partition.
             if let s = try byOID[oid] ?? partitionRoot(oid, conn: conn).flatMap({ byID[$0] }), !dropped.contains(s.id) { reloads.insert(s.id) }
             return false
-        case .columns(let oid, _, _, let cols):
+        case .columns(let oid, _, _, var cols):
             // A table made, or a partition attached or detached (an ALTER of its partitioned table).
             guard let found = byOID[oid] else { return true }
             guard !dropped.contains(found.id), let s = live[found.id], var tracker = current.schemas[s.id] else { return false }
+            // The capture lists every column; a publication's column list (PostgreSQL 15) limits
+            // what the stream has, as in its Relation messages.
+            if let listed = try publishedAttnums(oid, conn: conn) { cols.removeAll { !listed.contains($0.attnum) } }
             let out = tracker.ddl(cols, rewrite: false)
             current.schemas[s.id] = tracker
             try applySchema(s, out, captured: true, conn: conn, types: &types)
@@ -1435,6 +1458,8 @@ public enum CDCError: Error, UserFacingError, CustomStringConvertible {
     case slotGoneNeedsCreate(why: String)
     /// The server refused to stream from the slot: it was invalidated while in use.
     case slotInvalidated(slot: String, detail: String)
+    /// The slot's changes come from before the publication existed.
+    case publicationAfterSlot(publication: String, slot: String)
 
     public var description: String {
         switch self {
@@ -1446,6 +1471,8 @@ public enum CDCError: Error, UserFacingError, CustomStringConvertible {
             return "CDC: \(why). Re-syncing needs a new slot: set replication_method.create_slot to true (or drop and create the slot yourself, then run again without the saved state)"
         case .slotInvalidated(let slot, let detail):
             return "CDC: the server can no longer stream from replication slot \"\(slot)\" (\(detail)): it was invalidated while in use, usually because it fell more than max_slot_wal_keep_size behind. Everything applied was committed. Run again: with invalid_cdc_cursor_position_behavior \"Re-sync data\" and create_slot, the slot is recreated and every stream loaded again; raise max_slot_wal_keep_size (or -1) so that it does not happen again"
+        case .publicationAfterSlot(let publication, let slot):
+            return "CDC: publication \"\(publication)\" was created after the changes replication slot \"\(slot)\" still holds: the slot reads each change with the catalog as it was then, when the publication did not exist, so it cannot read them. Create the slot again after the publication (SELECT pg_drop_replication_slot(\(PGConnection.quoteLiteral(slot))); then run with replication_method.create_slot, or create it yourself) and load the streams again (run without the saved state)"
         case .aheadOfServer(let origin, let saved, let written):
             return "CDC: the position \(saved) in \(origin) is ahead of the server's WAL, which ends at \(written): the state belongs to another server or database, or was edited. Nothing was confirmed to the replication slot. Remove that state (or point it at the right server) to load the streams again"
         case .slotAheadOfServer(let slot, let confirmed, let written):
@@ -1459,7 +1486,7 @@ public enum CDCError: Error, UserFacingError, CustomStringConvertible {
     public var userMessage: String { description }
     public var failureType: String {
         switch self {
-        case .aheadOfServer, .slotAheadOfServer, .slotMissing, .slotGone, .slotGoneNeedsCreate: return "config_error"
+        case .aheadOfServer, .slotAheadOfServer, .slotMissing, .slotGone, .slotGoneNeedsCreate, .publicationAfterSlot: return "config_error"
         case .serverLost, .initialLoadTimeout, .slotInvalidated: return "transient_error"
         }
     }

@@ -16,7 +16,7 @@ public enum SingerTap {
         let factory = try ConnectionFactory(config: config, logger: logger)
         defer { factory.close() }
         let streams: [DiscoveredStream]
-        do { streams = try Discovery.discover(try factory.connect(), schemas: config.schemas) } catch { throw factory.translate(error) }
+        do { streams = try Discovery.discover(try factory.connect(), schemas: config.schemas, publication: config.replication.publication) } catch { throw factory.translate(error) }
         if streams.isEmpty { logger.warning("no readable tables, views or materialized views in schemas \(config.schemas)") }
         let out = OutputSink()
         try out.emit(SingerCatalog.catalog(streams, method: config.replication))

@@ -67,7 +67,7 @@ public final class SyncEngine {
     private func run(destination: SyncDestination, saved: SavedState, origin: String, factory: ConnectionFactory) throws -> SyncProgress {
         let conn = try factory.connect()
         let schemas = options.catalog.map { ConfiguredCatalog.schemas($0, configured: config.schemas) } ?? config.schemas
-        let discovered = try Discovery.discover(conn, schemas: schemas)
+        let discovered = try Discovery.discover(conn, schemas: schemas, publication: config.replication.publication)
         let catalog = try options.catalog.map { try ConfiguredCatalog.resolveNamespaces($0, discovered: discovered) }
         let plan = try SyncPlan.make(config: config, discovered: discovered, catalog: catalog)
         guard !plan.isEmpty else {

@@ -235,11 +235,23 @@ final class Locked<T>: @unchecked Sendable {
         let rows = second.recordMessages.filter { $0["record"]?["stream"] == "k" }.compactMap { $0["record"]?["data"] }
         #expect(rows.count == 2 && rows[1]["Added Col"] == 7 && rows[0]["Added Col"] == nil)
         #expect(second.logs.contains { $0.contains(".k: column Added Col added") }, "\(second.logs)")
+        // Each kind of change is reported as a LOG message, in order with the records.
+        try c.f.admin.query("""
+            ALTER TABLE \(s).k RENAME COLUMN v TO title; INSERT INTO \(s).k VALUES (3, 'c', 8);
+            ALTER TABLE \(s).k ALTER COLUMN "Added Col" TYPE bigint; INSERT INTO \(s).k VALUES (4, 'd', 9);
+            ALTER TABLE \(s).k DROP COLUMN "Added Col"; INSERT INTO \(s).k VALUES (5, 'e')
+            """)
+        let (_, renamed) = try c.read(["k", "nokey"], state: second)
+        let said = renamed.logs.filter { $0.contains(".k: column ") }
+        #expect(said.count == 3 && said[0].contains("column v renamed to title") && said[1].contains("column Added Col changed type")
+                && said[2].contains("column Added Col dropped"), "\(renamed.logs)")
+        let kept = renamed.recordMessages.filter { $0["record"]?["stream"] == "k" }.compactMap { $0["record"]?["data"] }
+        #expect(kept.map { $0["title"]?.stringValue } == ["c", "d", "e"] && kept[2]["Added Col"] == nil, "\(kept)")
         // With the opt-in, the table gets REPLICA IDENTITY FULL (the user owns it here) and its updates flow.
         try c.f.admin.query("ALTER TABLE \(s).nokey OWNER TO postgate_repl")
         var cfg = c.config()
         cfg["replication_method"] = ["method": "CDC", "replication_slot": .string(c.slot), "publication": .string(c.publication), "set_replica_identity": true]
-        let (_, third) = try c.read(["k", "nokey"], state: second, config: cfg)
+        let (_, third) = try c.read(["k", "nokey"], state: renamed, config: cfg)
         #expect(third.logs.contains { $0.hasPrefix("CDC: set REPLICA IDENTITY FULL") }, "\(third.logs)")
         try c.f.admin.query("INSERT INTO \(s).nokey VALUES ('x'); UPDATE \(s).nokey SET v = 'y'")
         let (_, fourth) = try c.read(["k", "nokey"], state: third, config: cfg)

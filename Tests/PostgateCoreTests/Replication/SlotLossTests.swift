@@ -158,6 +158,21 @@ import Testing
         #expect(PrivateCDC.destRows(db) == (try p.sourceRows(p.admin)), "the destination equals the source after the re-sync")
     }
 
+    /// A slot made before its publication cannot read the changes from before the publication:
+    /// the run says so and how to recover, instead of "publication does not exist" (it does).
+    @Test func aPublicationMadeAfterTheSlotIsExplained() throws {
+        let p = try PrivateCDC()
+        // A change the slot holds from before the publication.
+        try p.admin.query("INSERT INTO app.a VALUES (1, 'one')")
+        try p.admin.query("CREATE PUBLICATION pub_late FOR TABLE app.a")
+        var config = p.config
+        if case .object(var m)? = config["replication_method"] { m["publication"] = "pub_late"; config["replication_method"] = .object(m) }
+        try FileManager.default.createDirectory(atPath: p.dir, withIntermediateDirectories: true)
+        let r = try CLI.run(["sync", "--config", try CLI.writeConfig(config), "--destination", "sqlite:" + p.dir + "/late.db"])
+        #expect(r.status == 1, "a config error: \(r.stderr)")
+        #expect(r.stderr.contains("was created after the changes replication slot") && r.stderr.contains("pg_drop_replication_slot"), "\(r.stderr)")
+    }
+
     static func checkMessage(_ p: PrivateCDC, environment: [String: String] = [:]) throws -> String {
         let r = try CLI.run(["check", "--config", try CLI.writeConfig(p.config)], environment: environment)
         return r.messages.first?["connectionStatus"]?["message"]?.stringValue ?? r.stdout
