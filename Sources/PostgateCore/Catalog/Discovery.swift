@@ -35,8 +35,9 @@ public struct DiscoveredStream: Sendable {
 /// Reads the catalog of the selected schemas.
 public enum Discovery {
     /// Relations of the given schemas that the user may SELECT from, with columns and primary keys.
-    /// With `publication` (CDC), a table that publication lists with a column list (PostgreSQL 15)
-    /// has only those columns: the others are kept from the source, in every mode.
+    /// With `publication` (CDC), a table that publication lists with a column list (PostgreSQL 15;
+    /// a partitioned table's only when published via its root) has only those columns, in every
+    /// mode, and no primary key when the list leaves a key column out.
     public static func discover(_ conn: PGConnection, schemas: [String], publication: String? = nil) throws(PostgresError) -> [DiscoveredStream] {
         let schemaArray = textArrayLiteral(schemas)
         let rels = try conn.query("""
@@ -94,15 +95,22 @@ public enum Discovery {
             let listed = try conn.query("""
                 SELECT pr.prrelid::int8 AS relid, a.attname
                 FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+                JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
                 JOIN pg_catalog.pg_attribute a ON a.attrelid = pr.prrelid AND a.attnum = ANY(pr.prattrs::int2[])
                 WHERE p.pubname = $1 AND pr.prattrs IS NOT NULL AND pr.prrelid = ANY($2::oid[])
+                  AND (p.pubviaroot OR c.relkind <> 'p')
                 """, [publication, oids])
             var names: [Int: Set<String>] = [:]
             for r in 0..<listed.rowCount {
                 guard let relid = listed.int(r, "relid").map({ UInt32($0) }), let i = index[relid], let name = listed.string(r, "attname") else { continue }
                 names[i, default: []].insert(name)
             }
-            for (i, keep) in names { streams[i].columns.removeAll { !keep.contains($0.name) } }
+            for (i, keep) in names {
+                streams[i].columns.removeAll { !keep.contains($0.name) }
+                // A key the list leaves a column of out is no key of the stream (its changes
+                // would not carry it).
+                if !streams[i].primaryKey.allSatisfy(keep.contains) { streams[i].primaryKey = [] }
+            }
         }
         return streams
     }

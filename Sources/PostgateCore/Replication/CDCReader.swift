@@ -186,6 +186,13 @@ public final class CDCReader {
         for id in current.schemas.keys where !selected.contains(id) { current.schemas[id] = nil }
         for id in current.partitions.keys where !selected.contains(id) { current.partitions[id] = nil }
         for s in all { live[s.id] = s }
+        for id in current.tables.keys where !selected.contains(id) { current.tables[id] = nil }
+        for s in all {
+            defer { current.tables[s.id] = s.discovered.oid }
+            guard let was = current.tables[s.id], was != s.discovered.oid,
+                  current.snapshotted.contains(s.id) || current.backfills[s.id] != nil else { continue }
+            try replaceTable(s, was: was, catalog: catalog[s.discovered.oid] ?? [], state: &current, conn: conn)
+        }
         // Partitions attached, detached or dropped since the state: rows joined or left those
         // streams without changes, so they are read again.
         let parted = all.filter { $0.discovered.kind == .partitionedTable }
@@ -255,7 +262,10 @@ public final class CDCReader {
             // The publication is there now, yet the slot did not find it: the slot decodes each
             // change with the catalog as of that change, from before the publication was made.
             let exists = (try? factory.connect()).flatMap { c in
-                try? c.query("SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1", [cdc.publication]).rowCount
+                try? c.query("""
+                    SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1
+                      AND EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $2)
+                    """, [cdc.publication, slotName]).rowCount
             } == 1
             if exists { throw CDCError.publicationAfterSlot(publication: cdc.publication, slot: slotName) }
             throw e
@@ -457,10 +467,11 @@ public final class CDCReader {
             if let s = byOID[root] { return s }
             guard let ds = try Discovery.discover(conn, schemas: [ns], publication: cdc.publication).first(where: { $0.oid == root }),
                   ds.kind == .table || ds.kind == .partitionedTable else { return nil }
-            // A table created again under the name of one dropped in this run: its stream's
-            // state went with the drop, so the next run loads it from the start.
-            if dropped.contains(ds.id) {
-                log(.info, "CDC: table \(ds.id) was created again after the table of that stream was dropped; it is read from the next run")
+            // Another table under a stream's name (its table dropped, or renamed away): the next
+            // run loads it from the start (with DDL capture the stream's state went with the drop;
+            // without, the next run sees the table is another and replaces its rows).
+            if dropped.contains(ds.id) || byID[ds.id] != nil {
+                log(.info, "CDC: table \(ds.id) was created under the name of a stream whose table was dropped or renamed; it is read from the next run")
                 return nil
             }
             guard Stream.key(ds).1 != nil else {
@@ -472,11 +483,7 @@ public final class CDCReader {
                 return nil
             }
             let stream = Stream(configured: configured, discovered: ds)
-            // Another table under a stream's name (the stream's table was dropped, or renamed
-            // away, unseen): what the destination holds for the name is replaced.
-            let replaces = byID[ds.id] != nil
-            log(.info, "CDC: table \(ds.id) joined publication \(cdc.publication)\(replaces ? " (a table that was a stream under that name before: its rows in the destination are replaced)" : ""); it is loaded in chunks and followed from here on")
-            if replaces && !sink.replacesKeyRanges { try sink.truncate(stream.id) }
+            log(.info, "CDC: table \(ds.id) joined publication \(cdc.publication); it is loaded in chunks and followed from here on")
             adopted.append(stream)
             byOID[root] = stream
             byID[stream.id] = stream
@@ -487,7 +494,8 @@ public final class CDCReader {
             current.schemas[stream.id] = SchemaTracker(columns: relation.map { rc in
                 rc.map { SchemaTracker.Column(attnum: nil, name: $0.name, typeOID: $0.typeOID, typeModifier: $0.typeModifier) }
             } ?? cols)
-            current.backfills[stream.id] = CDCState.Backfill(loadedThrough: nil, reload: replaces && sink.replacesKeyRanges)
+            current.backfills[stream.id] = CDCState.Backfill(loadedThrough: nil)
+            current.tables[stream.id] = root
             current.chunkFilters.removeAll { $0.stream == stream.id }
             current.snapshotted.remove(stream.id)
             if ds.kind == .partitionedTable { current.partitions[stream.id] = (try Self.leafPartitions([root], conn: conn)[root] ?? [:]).keys.sorted() }
@@ -1244,7 +1252,8 @@ public final class CDCReader {
         guard let publication = publishedColumns else { return nil }
         let r = try conn.query("""
             SELECT pr.prattrs::text AS a FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
-            WHERE p.pubname = $1 AND pr.prrelid = $2::oid AND pr.prattrs IS NOT NULL
+            JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
+            WHERE p.pubname = $1 AND pr.prrelid = $2::oid AND pr.prattrs IS NOT NULL AND (p.pubviaroot OR c.relkind <> 'p')
             """, [publication, String(oid)])
         guard r.rowCount > 0, let text = r.string(0, "a") else { return nil }
         return Set(text.split(separator: " ").compactMap { Int($0) })
@@ -1312,18 +1321,20 @@ public final class CDCReader {
             case .addColumn(let name, let oid, let existing):
                 typeOID = oid
                 // (A partitioned table keeps no attmissingval: its default shows as a reload.)
-                // (A captured column list says what rows already there hold; a Relation message does
-                // not, so the catalog is asked, as it is now.)
-                if existing == nil && !captured {
+                // (A captured column list says what rows already there hold, but for a partitioned
+                // table, which keeps no attmissingval; a Relation message does not say: the catalog
+                // is asked, as it is now.)
+                if existing == nil {
                     let r = try conn.query("""
                         SELECT a.atthasmissing AS has, (a.attmissingval::text::text[])[1] AS v, a.atthasdef AS def
                         FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::oid AND a.attname = $2 AND NOT a.attisdropped
                         """, [String(s.discovered.oid), name])
                     if r.rowCount == 1, r.bool(0, "has") == true {
                         change = .addColumn(name: name, typeOID: oid, existing: r.string(0, "v"))
-                    } else if r.rowCount != 1 || r.bool(0, "def") == true {
-                        // A default that left no attmissingval, or the column was renamed or
-                        // dropped since (what rows hold in it cannot be told): read them again.
+                    } else if r.rowCount == 1 ? r.bool(0, "def") == true : !captured {
+                        // A default that left no attmissingval, or (not captured) the column was
+                        // renamed or dropped since, so what rows hold in it cannot be told: read
+                        // them again.
                         reload = true
                     }
                 }
@@ -1343,6 +1354,32 @@ public final class CDCReader {
         }
         if !out.changes.isEmpty { try refresh(s, after: out.changes, conn: conn) }
         if reload { reloads.insert(s.id) }
+    }
+
+    /// The table under a stream's name is not the one synced (dropped and created again, or
+    /// renamed away, while nothing read it): the destination's columns are brought to the new
+    /// table's (by name) and its rows replaced by a new load, range by range where the
+    /// destination can and the key columns were there already, else emptied first.
+    private func replaceTable(_ s: Stream, was: UInt32, catalog: [SchemaTracker.Column], state current: inout CDCState, conn: PGConnection) throws {
+        log(.warning, "CDC: \(s.id) is another table than the one synced (oid \(was), now \(s.discovered.oid): dropped and created again, or renamed away, while nothing read it); its rows in the destination are replaced by a new load")
+        var keysKnown = false
+        if let saved = current.schemas[s.id] {
+            keysKnown = Set(saved.names).isSuperset(of: s.discovered.primaryKey)
+            var tracker = SchemaTracker(columns: saved.columns.map { SchemaTracker.Column(attnum: nil, name: $0.name, typeOID: $0.typeOID, typeModifier: $0.typeModifier) })
+            let out = tracker.ddl(catalog.map { DDLCapture.Column(attnum: $0.attnum ?? 0, name: $0.name, typeOID: $0.typeOID, typeModifier: $0.typeModifier) }, rewrite: false)
+            current.schemas[s.id] = tracker
+            var cache: [UInt32: PostgresType] = [:]
+            try applySchema(s, SchemaTracker.Outcome(changes: out.changes, reload: false), captured: true, conn: conn, types: &cache)
+        }
+        current.chunkFilters.removeAll { $0.stream == s.id }
+        current.snapshotted.remove(s.id)
+        current.partitions[s.id] = nil
+        if s.keyOrder != nil && keysKnown && sink.replacesKeyRanges {
+            current.backfills[s.id] = CDCState.Backfill(loadedThrough: nil, reload: true)
+        } else {
+            try sink.truncate(s.id)
+            current.backfills[s.id] = s.keyOrder == nil ? nil : CDCState.Backfill(loadedThrough: nil)
+        }
     }
 
     /// A captured DDL message, in order with the changes of its transaction. True when what the
@@ -1383,6 +1420,7 @@ public final class CDCReader {
             current.snapshotted.remove(s.id)
             current.schemas[s.id] = nil
             current.partitions[s.id] = nil
+            current.tables[s.id] = nil
             fills.removeAll { $0.id == s.id }
             reloads.remove(s.id)
             return false

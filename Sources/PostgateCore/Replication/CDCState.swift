@@ -39,6 +39,9 @@ public struct CDCState: Sendable, Equatable {
     /// Each partitioned stream's leaf partitions (oids, sorted) as of `lsn`: one attached,
     /// detached or dropped since means rows joined or left the stream without changes.
     var partitions: [StreamID: [UInt32]] = [:]
+    /// Each stream's table (its oid) as of `lsn`: another table under the stream's name later
+    /// (dropped and created again, or renamed away, while nothing read) is not what was synced.
+    var tables: [StreamID: UInt32] = [:]
 
     /// How far a chunked initial load got.
     public struct Backfill: Sendable, Equatable {
@@ -111,6 +114,7 @@ public struct CDCState: Sendable, Equatable {
                 .array([c.attnum.map { .number(String($0)) } ?? .null, .string(c.name), .number(String(c.typeOID)), .number(String(c.typeModifier))])
             })
             if let p = partitions[id] { o["partitions"] = .array(p.map { .number(String($0)) }) }
+            if let t = tables[id] { o["table_oid"] = .number(String(t)) }
         }
         var streamStates: [JSONValue] = snapshotted.sorted().map { id in
             var o = JSONObject([("state_type", "cdc_stream"), ("version", 2), ("status", "snapshot_complete")])
@@ -169,6 +173,7 @@ public struct CDCState: Sendable, Equatable {
         var backfills: [StreamID: Backfill] = [:]
         var schemas: [StreamID: SchemaTracker] = [:]
         var partitions: [StreamID: [UInt32]] = [:]
+        var tables: [StreamID: UInt32] = [:]
         for (k, s) in (g["stream_states"]?.arrayValue ?? []).enumerated() {
             guard let name = s["stream_descriptor"]?["name"]?.stringValue, !name.isEmpty else {
                 throw InputError(file: file, path: "\(path).stream_states[\(k)].stream_descriptor.name", reason: "is required")
@@ -200,6 +205,12 @@ public struct CDCState: Sendable, Equatable {
                 }
                 partitions[id] = oids
             }
+            if let t = s["stream_state"]?["table_oid"] {
+                guard case .number(let n) = t, let oid = UInt32(n), oid > 0 else {
+                    throw InputError(file: file, path: "\(path).stream_states[\(k)].stream_state.table_oid", reason: "expected a table oid (a positive 32-bit integer)")
+                }
+                tables[id] = oid
+            }
         }
         var chunkFilters: [ChunkFilter] = []
         let chunks = shared.value["chunk_filters"] ?? .null
@@ -216,6 +227,7 @@ public struct CDCState: Sendable, Equatable {
         var state = CDCState(lsn: lsn, filters: filters, snapshotted: done, backfills: backfills, chunkFilters: chunkFilters)
         state.schemas = schemas
         state.partitions = partitions
+        state.tables = tables
         return state
     }
 
