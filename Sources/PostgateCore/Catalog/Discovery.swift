@@ -91,21 +91,10 @@ public enum Discovery {
             guard let relid = pks.int(r, "relid").map({ UInt32($0) }), let i = index[relid], let name = pks.string(r, "attname") else { continue }
             streams[i].primaryKey.append(name)
         }
-        if let publication, conn.serverVersion >= 150_000 {
-            let listed = try conn.query("""
-                SELECT pr.prrelid::int8 AS relid, a.attname
-                FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
-                JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
-                JOIN pg_catalog.pg_attribute a ON a.attrelid = pr.prrelid AND a.attnum = ANY(pr.prattrs::int2[])
-                WHERE p.pubname = $1 AND pr.prattrs IS NOT NULL AND pr.prrelid = ANY($2::oid[])
-                  AND (p.pubviaroot OR c.relkind <> 'p')
-                """, [publication, oids])
-            var names: [Int: Set<String>] = [:]
-            for r in 0..<listed.rowCount {
-                guard let relid = listed.int(r, "relid").map({ UInt32($0) }), let i = index[relid], let name = listed.string(r, "attname") else { continue }
-                names[i, default: []].insert(name)
-            }
-            for (i, keep) in names {
+        if let publication {
+            for (relid, listed) in try columnLists(conn, publication: publication, oids: streams.map(\.oid)) {
+                guard let i = index[relid] else { continue }
+                let keep = Set(listed.values)
                 streams[i].columns.removeAll { !keep.contains($0.name) }
                 // A key the list leaves a column of out is no key of the stream (its changes
                 // would not carry it).
@@ -113,6 +102,27 @@ public enum Discovery {
             }
         }
         return streams
+    }
+
+    /// The columns (attnum to name) a publication's column list takes from each of `oids` that it
+    /// lists with one (PostgreSQL 15+; a partitioned table's only when published via its root,
+    /// as pgoutput applies it). Tables it takes whole are absent.
+    static func columnLists(_ conn: PGConnection, publication: String, oids: [UInt32]) throws(PostgresError) -> [UInt32: [Int: String]] {
+        guard conn.serverVersion >= 150_000, !oids.isEmpty else { return [:] }
+        let r = try conn.query("""
+            SELECT pr.prrelid::int8 AS relid, a.attnum::int4 AS n, a.attname
+            FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
+            JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
+            JOIN pg_catalog.pg_attribute a ON a.attrelid = pr.prrelid AND a.attnum = ANY(pr.prattrs::int2[])
+            WHERE p.pubname = $1 AND pr.prattrs IS NOT NULL AND pr.prrelid = ANY($2::oid[])
+              AND (p.pubviaroot OR c.relkind <> 'p')
+            """, [publication, "{" + oids.map(String.init).joined(separator: ",") + "}"])
+        var out: [UInt32: [Int: String]] = [:]
+        for i in 0..<r.rowCount {
+            guard let relid = r.int(i, "relid"), let n = r.int(i, "n"), let name = r.string(i, "attname") else { continue }
+            out[UInt32(relid), default: [:]][Int(n)] = name
+        }
+        return out
     }
 
     /// Types by oid, resolved as `discover` resolves column types (domains to their base type,

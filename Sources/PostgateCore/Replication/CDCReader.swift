@@ -1246,19 +1246,6 @@ public final class CDCReader {
         return out
     }
 
-    /// The attnums a publication's column list takes from a table (PostgreSQL 15+), or nil when
-    /// it takes every column.
-    private func publishedAttnums(_ oid: UInt32, conn: PGConnection) throws -> Set<Int>? {
-        guard let publication = publishedColumns else { return nil }
-        let r = try conn.query("""
-            SELECT pr.prattrs::text AS a FROM pg_catalog.pg_publication_rel pr JOIN pg_catalog.pg_publication p ON p.oid = pr.prpubid
-            JOIN pg_catalog.pg_class c ON c.oid = pr.prrelid
-            WHERE p.pubname = $1 AND pr.prrelid = $2::oid AND pr.prattrs IS NOT NULL AND (p.pubviaroot OR c.relkind <> 'p')
-            """, [publication, String(oid)])
-        guard r.rowCount > 0, let text = r.string(0, "a") else { return nil }
-        return Set(text.split(separator: " ").compactMap { Int($0) })
-    }
-
     /// A column list compared as a set (a partition may order its columns otherwise).
     static func signature(_ cols: [SchemaTracker.Column]) -> [String] { cols.map { "\($0.name)\u{0}\($0.typeOID)" }.sorted() }
 
@@ -1320,10 +1307,9 @@ public final class CDCReader {
             switch change {
             case .addColumn(let name, let oid, let existing):
                 typeOID = oid
-                // (A partitioned table keeps no attmissingval: its default shows as a reload.)
                 // (A captured column list says what rows already there hold, but for a partitioned
-                // table, which keeps no attmissingval; a Relation message does not say: the catalog
-                // is asked, as it is now.)
+                // table, which keeps no attmissingval, so its default shows as a reload; a Relation
+                // message does not say: the catalog is asked, as it is now.)
                 if existing == nil {
                     let r = try conn.query("""
                         SELECT a.atthasmissing AS has, (a.attmissingval::text::text[])[1] AS v, a.atthasdef AS def
@@ -1370,6 +1356,8 @@ public final class CDCReader {
             current.schemas[s.id] = tracker
             var cache: [UInt32: PostgresType] = [:]
             try applySchema(s, SchemaTracker.Outcome(changes: out.changes, reload: false), captured: true, conn: conn, types: &cache)
+            // (It is loaded anew below: no reload on top.)
+            reloads.remove(s.id)
         }
         current.chunkFilters.removeAll { $0.stream == s.id }
         current.snapshotted.remove(s.id)
@@ -1403,7 +1391,9 @@ public final class CDCReader {
             guard !dropped.contains(found.id), let s = live[found.id], var tracker = current.schemas[s.id] else { return false }
             // The capture lists every column; a publication's column list (PostgreSQL 15) limits
             // what the stream has, as in its Relation messages.
-            if let listed = try publishedAttnums(oid, conn: conn) { cols.removeAll { !listed.contains($0.attnum) } }
+            if let publication = publishedColumns, let listed = try Discovery.columnLists(conn, publication: publication, oids: [oid])[oid] {
+                cols.removeAll { listed[$0.attnum] == nil }
+            }
             let out = tracker.ddl(cols, rewrite: false)
             current.schemas[s.id] = tracker
             try applySchema(s, out, captured: true, conn: conn, types: &types)

@@ -67,6 +67,23 @@ import Testing
         try p.admin.query("DELETE FROM app.a WHERE id <= 10; UPDATE app.a SET v = 'changed' WHERE id = 11; INSERT INTO app.a VALUES (1001, 'late')")
     }
 
+    /// Lowers max_slot_wal_keep_size to 1MB, makes the changes the slot will not keep, then piles
+    /// up WAL for another table (running `during` each round) and checkpoints until the server
+    /// invalidates the slot. True once it has.
+    static func invalidate(_ p: PrivateCDC, during: (Int) throws -> Void = { _ in }) throws -> Bool {
+        try p.admin.query("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
+        try p.admin.query("SELECT pg_reload_conf()")
+        try changeWhileUnreadable(p)
+        for i in 0..<12 {
+            try during(i)
+            try p.admin.query("INSERT INTO other.big SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g")
+            try p.admin.query("SELECT pg_switch_wal()")
+            try p.admin.query("CHECKPOINT")
+            if try p.admin.query("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", [p.slot]).string(0, "wal_status") == "lost" { return true }
+        }
+        return false
+    }
+
     @Test func anInvalidatedSlotFailsOrIsRecreatedAndEverythingReloaded() throws {
         let p = try PrivateCDC()
         try FileManager.default.createDirectory(atPath: p.dir, withIntermediateDirectories: true)
@@ -78,18 +95,7 @@ import Testing
 
         // A writer keeps changing the table while WAL for other tables piles up past a small
         // max_slot_wal_keep_size; checkpoints then remove WAL the slot needs.
-        try p.admin.query("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
-        try p.admin.query("SELECT pg_reload_conf()")
-        try Self.changeWhileUnreadable(p)
-        var lost = false
-        for i in 0..<12 where !lost {
-            try p.admin.query("INSERT INTO app.a VALUES (\(2000 + i), 'during')")
-            try p.admin.query("INSERT INTO other.big SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g")
-            try p.admin.query("SELECT pg_switch_wal()")
-            try p.admin.query("CHECKPOINT")
-            lost = try p.admin.query("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", [p.slot]).string(0, "wal_status") == "lost"
-        }
-        try #require(lost, "the slot was not invalidated")
+        try #require(try Self.invalidate(p) { i in try p.admin.query("INSERT INTO app.a VALUES (\(2000 + i), 'during')") }, "the slot was not invalidated")
         let before = PrivateCDC.destRows(db)
         let check = try Self.checkMessage(p)
         #expect(check.contains("invalidated (wal_status 'lost')") && check.contains("max_slot_wal_keep_size is 1MB"), "\(check)")
@@ -130,16 +136,7 @@ import Testing
         // The follow stops reading (as a consumer that fell behind would), WAL piles up past
         // max_slot_wal_keep_size, and a checkpoint invalidates the slot it still holds.
         kill(bg.process.processIdentifier, SIGSTOP)
-        try p.admin.query("ALTER SYSTEM SET max_slot_wal_keep_size = '1MB'")
-        try p.admin.query("SELECT pg_reload_conf()")
-        try Self.changeWhileUnreadable(p)
-        var lost = false
-        for _ in 0..<12 where !lost {
-            try p.admin.query("INSERT INTO other.big SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g")
-            try p.admin.query("SELECT pg_switch_wal()")
-            try p.admin.query("CHECKPOINT")
-            lost = try p.admin.query("SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1", [p.slot]).string(0, "wal_status") == "lost"
-        }
+        let lost = try Self.invalidate(p)
         // (The locale comes with scripts/install-deps.)
         try p.admin.query("ALTER SYSTEM SET lc_messages = 'de_DE.UTF-8'")
         try p.admin.query("SELECT pg_reload_conf()")

@@ -69,10 +69,23 @@ enum CLI {
     }
 
     static func writeTemp(_ text: String, suffix: String) throws -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("postgate-tests", isDirectory: true)
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let path = dir.appendingPathComponent(UUID().uuidString + suffix).path
-        FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600])
+        guard let dir = TestFiles.directory else { throw PrivateServerError(message: "cannot make a private directory for test files") }
+        let path = dir + "/" + UUID().uuidString + suffix
+        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: 0o600]) else {
+            throw PrivateServerError(message: "cannot write \(path)")
+        }
         return path
     }
+}
+
+/// The test process's own directory for configs and other files holding secrets (mode 0700,
+/// unique to the process), removed when the process exits, however the suite was started.
+enum TestFiles {
+    static let directory: String? = {
+        var template = Array((FileManager.default.temporaryDirectory.path + "/postgate-tests-XXXXXX").utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) != nil else { return nil }
+        let path = String(cString: template)
+        atexit { if let d = TestFiles.directory { try? FileManager.default.removeItem(atPath: d) } }
+        return path
+    }()
 }
